@@ -1,0 +1,141 @@
+# The two images, laid out as nix/image.json says, and a `docker load` archive of each.
+#
+# Layers are cut by how often they change: the bottom layer of each image holds what changes
+# only with nixpkgs or the layout (glibc, certificates, users, nginx); the top layer holds what
+# every commit changes (the app, the static files and nginx config). An app-only change
+# therefore rebuilds and pushes one small layer.
+{
+  lib,
+  pkgs,
+  nix2container,
+  skopeo,
+  layout,
+  app,
+  static,
+  version,
+  labels,
+}:
+let
+  inherit (nix2container) buildImage buildLayer;
+
+  # Files every image needs at / : the users, the name service switch and the writable
+  # directories. `extra` adds image-specific entries.
+  mkBaseRoot =
+    name: spec: extra:
+    let
+      u = spec.user;
+    in
+    pkgs.runCommand "${name}-base-root" { } ''
+      mkdir -p $out/etc ${lib.concatMapStringsSep " " (d: "$out${d}") spec.writable}
+      cat > $out/etc/passwd <<EOF
+      root:x:0:0:root:/root:/sbin/nologin
+      ${u.name}:x:${toString u.uid}:${toString u.gid}::${u.home}:/sbin/nologin
+      EOF
+      cat > $out/etc/group <<EOF
+      root:x:0:
+      ${u.group}:x:${toString u.gid}:
+      EOF
+      # /etc/hosts (written by Docker) before DNS, as glibc would do without this file too.
+      echo 'hosts: files dns' > $out/etc/nsswitch.conf
+      ${extra}
+    '';
+
+  # The store cannot hold a world-writable mode, so the writable directories get mode 1777
+  # (like /tmp) as the layer tar is written.
+  writablePerms =
+    baseRoot: spec:
+    map (d: {
+      path = baseRoot;
+      regex = "^${lib.escapeRegex "${baseRoot}${d}"}$";
+      mode = "1777";
+    }) spec.writable;
+
+  # The image config (OCI image-spec config fields) of one section of image.json.
+  mkConfig = spec: {
+    Entrypoint = spec.entrypoint;
+    Cmd = spec.cmd;
+    User = "${toString spec.user.uid}:${toString spec.user.gid}";
+    WorkingDir = spec.workdir;
+    Env = lib.mapAttrsToList (k: v: "${k}=${v}") spec.env;
+    ExposedPorts = lib.listToAttrs (map (p: lib.nameValuePair "${toString p}/tcp" { }) spec.ports);
+    Labels = labels;
+  };
+
+  appSpec = layout.app;
+  staticSpec = layout.static;
+
+  appBase = mkBaseRoot "app" appSpec ''
+    mkdir -p $out${dirOf appSpec.env.SSL_CERT_FILE}
+    ln -s ${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt $out${appSpec.env.SSL_CERT_FILE}
+  '';
+
+  appLink = pkgs.runCommand "app-root" { } ''
+    mkdir -p $out${dirOf appSpec.binary}
+    ln -s ${lib.getExe app} $out${appSpec.binary}
+  '';
+
+  applayer = buildImage {
+    name = appSpec.image;
+    tag = version;
+    layers = [
+      # Bottom layer: the app's runtime closure without the app itself (`ignore` drops the
+      # app but keeps what it references: glibc, libgcc…), plus certificates, users and /tmp.
+      # Derived from the app's real closure, so nothing it needs can land in the top layer.
+      (buildLayer {
+        deps = [ app ];
+        ignore = app;
+        copyToRoot = [ appBase ];
+        perms = writablePerms appBase appSpec;
+      })
+    ];
+    # Top layer: /bin/app and the app's store path, the only paths an app change touches.
+    copyToRoot = [ appLink ];
+    config = mkConfig appSpec;
+  };
+
+  nginxBase = mkBaseRoot "httpd" staticSpec ''
+    mkdir -p $out${dirOf staticSpec.binary}
+    ln -s ${lib.getExe pkgs.nginx} $out${staticSpec.binary}
+  '';
+
+  # The config is copied, not linked, so the top layer does not also carry the flake source.
+  site = pkgs.runCommand "httpd-site" { } ''
+    mkdir -p $out${dirOf staticSpec.config} $out${dirOf staticSpec.static_root}
+    cp ${../. + "/${staticSpec.config_source}"} $out${staticSpec.config}
+    cp -r ${static} $out${staticSpec.static_root}
+  '';
+
+  staticlayer = buildImage {
+    name = staticSpec.image;
+    tag = version;
+    # Bottom layer: nginx and its closure, users, /bin/nginx and /tmp.
+    layers = [
+      (buildLayer {
+        copyToRoot = [ nginxBase ];
+        perms = writablePerms nginxBase staticSpec;
+      })
+    ];
+    # Top layer: the nginx config and the collected static files.
+    copyToRoot = [ site ];
+    config = mkConfig staticSpec;
+  };
+
+  # A docker-archive tarball (`docker load -i`), named and tagged as the compose files expect.
+  # nix2container itself writes no tarball; its patched skopeo reads the image through the
+  # `nix:` transport. The image JSON references every layer's store paths, so they are all
+  # inputs of this derivation.
+  mkArchive =
+    image:
+    pkgs.runCommand "${lib.replaceStrings [ "/" ] [ "-" ] image.imageName}-${image.imageTag}.tar"
+      { nativeBuildInputs = [ skopeo ]; }
+      ''
+        export HOME=$TMPDIR
+        skopeo --insecure-policy --tmpdir "$TMPDIR" copy \
+          nix:${image} docker-archive:$out:${image.imageName}:${image.imageTag}
+      '';
+in
+{
+  inherit applayer staticlayer mkArchive;
+  applayer-archive = mkArchive applayer;
+  staticlayer-archive = mkArchive staticlayer;
+}

@@ -1,0 +1,102 @@
+# The Rust side, in crane's quick-start shape: one `buildDepsOnly` whose artifacts the
+# package and every cargo check reuse, and one check per lint.
+{
+  lib,
+  pkgs,
+  craneLib,
+  advisory-db,
+}:
+let
+  root = ../.;
+
+  # crane's cleanCargoSource keeps only Rust and Cargo files. The app also compiles in its
+  # migrations, templates, static assets and the sqlx offline query data (.sqlx), so the
+  # source is an explicit fileset. A change anywhere else (compose files, docs, Nix) does
+  # not rebuild the app.
+  appFiles = [
+    ../Cargo.toml
+    ../Cargo.lock
+    ../rust-toolchain.toml
+    ../src
+    ../tests
+    ../migrations
+    ../.sqlx
+    ../static
+    ../templates
+  ];
+  src = lib.fileset.toSource {
+    inherit root;
+    fileset = lib.fileset.unions appFiles;
+  };
+
+  commonArgs = {
+    inherit src;
+    strictDeps = true;
+    # The sqlx query macros check against the committed .sqlx data, never a live database.
+    env.SQLX_OFFLINE = "true";
+  };
+
+  # Dependencies built once (including dev-dependencies, since crane runs
+  # `cargo test --no-run` here), shared by the package, clippy and nextest.
+  cargoArtifacts = craneLib.buildDepsOnly commonArgs;
+
+  app = craneLib.buildPackage (
+    commonArgs
+    // {
+      inherit cargoArtifacts;
+      # The integration tests need PostgreSQL and Redis; they run once, in the nextest check.
+      doCheck = false;
+      # crane strips toolchain paths from the output (removeReferencesToRustToolchainHook);
+      # this makes the build fail if one still slips into the runtime closure.
+      disallowedRequisites = [ craneLib.rustc ];
+      meta.mainProgram = "app";
+    }
+  );
+in
+{
+  inherit app;
+
+  checks = {
+    # Building the package is a check of its own.
+    inherit app;
+
+    app-clippy = craneLib.cargoClippy (
+      commonArgs
+      // {
+        inherit cargoArtifacts;
+        cargoClippyExtraArgs = "--all-targets -- --deny warnings";
+      }
+    );
+
+    app-fmt = craneLib.cargoFmt { inherit src; };
+
+    # Known vulnerabilities, from the pinned advisory-db input (the sandbox has no network).
+    app-audit = craneLib.cargoAudit { inherit src advisory-db; };
+
+    # Licences, bans and sources per deny.toml (crane's default checks; advisories are
+    # cargo-audit's job above, since cargo-deny would fetch its database).
+    app-deny = craneLib.cargoDeny {
+      src = lib.fileset.toSource {
+        inherit root;
+        fileset = lib.fileset.unions (appFiles ++ [ ../deny.toml ]);
+      };
+    };
+
+    # The integration tests start throwaway PostgreSQL and Redis servers themselves (initdb,
+    # pg_ctl, postgres, redis-server from PATH, on free loopback ports in a temp dir) when
+    # DATABASE_URL and REDIS_URL are unset, which works inside the build sandbox.
+    app-nextest = craneLib.cargoNextest (
+      commonArgs
+      // {
+        inherit cargoArtifacts;
+        nativeBuildInputs = [
+          pkgs.postgresql_17
+          pkgs.redis
+        ];
+        partitions = 1;
+        partitionType = "count";
+        cargoNextestExtraArgs = "--no-tests=fail";
+      }
+    );
+  };
+}

@@ -1,0 +1,147 @@
+//! The `app` command line: one binary for every role (the sample's entrypoints and manage.py commands).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::config::Settings;
+use crate::startup::Application;
+use crate::tasks::{Queue, TaskStore, worker::Worker};
+use crate::{assets, collectstatic, db, healthcheck, shutdown, telemetry, wait};
+
+/// Exit status for an invalid configuration.
+pub const CONFIG_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "app", version, about = "docker-sample: web server, tasks worker and operational commands")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP on LISTEN_ADDR and metrics on METRICS_ADDR (waits for PostgreSQL and Redis first).
+    Serve,
+    /// Run the tasks worker and its periodic jobs (waits for PostgreSQL and Redis first).
+    Tasks,
+    /// Apply the embedded database migrations, then exit.
+    Migrate,
+    /// Wait until PostgreSQL and Redis answer, with backoff, up to WAIT_TIMEOUT seconds.
+    Wait,
+    /// Exit 0 when the running server answers its liveness endpoint within 2 s.
+    Healthcheck {
+        /// URL to GET (default: http://127.0.0.1:<port of LISTEN_ADDR>/healthz).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Write the static assets (hashed names, .gz siblings, manifest.json) into DIR.
+    Collectstatic { dir: PathBuf },
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(healthcheck::default_url);
+            match healthcheck::check(&url).await {
+                Ok(status) => {
+                    println!("healthy: {url} answered {status}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("unhealthy: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Collectstatic { dir } => {
+            match collectstatic::collect(&assets::Assets::embedded(), &dir) {
+                Ok(collected) => {
+                    println!("{} files written to {}", collected.files.len(), dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("collectstatic failed: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => {
+            let settings = match Settings::from_env() {
+                Ok(settings) => settings,
+                Err(err) => {
+                    eprint!("{err}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
+            if let Command::Check = command {
+                println!("configuration is valid:");
+                for (name, value) in settings.redacted() {
+                    println!("  {name:<20} {value}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            telemetry::init(settings.log_format);
+            match run_service(command, settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "stopped with an error");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The commands that need the dependencies: each waits for them first, so no wrapper script is needed.
+async fn run_service(command: Command, settings: Settings) -> anyhow::Result<()> {
+    wait::wait_for_dependencies(&settings).await?;
+    match command {
+        Command::Wait => Ok(()),
+        Command::Migrate => {
+            db::migrate(&db::pool(&settings)).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            if settings.migrate_on_start {
+                db::migrate(&db::pool(&settings)).await?;
+                tracing::info!("migrations applied (MIGRATE_ON_START)");
+            }
+            Application::build(settings)
+                .await?
+                .run_until_stopped(shutdown::shutdown_signal())
+                .await
+        }
+        Command::Tasks => {
+            let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
+            let metrics = tokio::spawn(
+                axum::serve(metrics_listener, crate::metrics::router(crate::metrics::handle())).into_future(),
+            );
+            let queue = Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
+            let worker = Worker::new(TaskStore::new(db::pool(&settings)), queue, settings.queue.clone());
+            let result = worker
+                .run_until_stopped(shutdown::shutdown_signal(), settings.shutdown_timeout)
+                .await;
+            metrics.abort();
+            result
+        }
+        Command::Healthcheck { .. } | Command::Collectstatic { .. } | Command::Check => Ok(()),
+    }
+}

@@ -1,0 +1,64 @@
+//! The PostgreSQL pool and the embedded migrations.
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::Settings;
+
+/// Compiled into the binary, so `app migrate` needs no files at run time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A lazy pool: it connects on first use, so a database outage never stops the process, and a request waits at
+/// most `DB_ACQUIRE_TIMEOUT_MS` for a connection before it fails with 503.
+pub fn pool(settings: &Settings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.database.pool_size)
+        .acquire_timeout(settings.database.acquire_timeout)
+        .connect_lazy_with(settings.pg_connect_options())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub applied: usize,
+    pub pending: usize,
+    pub latest_applied: Option<i64>,
+}
+
+impl MigrationState {
+    pub fn describe(&self) -> String {
+        match (self.pending, self.latest_applied) {
+            (0, Some(v)) => format!("up to date ({} applied, latest {v})", self.applied),
+            (0, None) => "no migrations".into(),
+            (n, _) => format!("{n} pending ({} applied)", self.applied),
+        }
+    }
+}
+
+/// Which embedded migrations the database has applied.
+pub async fn migration_state(pool: &PgPool) -> Result<MigrationState, sqlx::Error> {
+    let table_exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    let applied: Vec<i64> = if table_exists {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let pending = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .count();
+    Ok(MigrationState {
+        applied: applied.len(),
+        pending,
+        latest_applied: applied.last().copied(),
+    })
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,10 @@
+//! The HTTP side: routes, extractors, middleware and the JSON error body they share.
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod hosts;
+pub mod page;
+pub mod request_id;
+pub mod static_files;
+pub mod tasks_api;

@@ -1,0 +1,214 @@
+//! `/`: the server-rendered status page, and `POST /tasks`, its CSRF-protected form.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::ApiForm;
+use super::health::CHECK_BUDGET;
+use super::request_id::RequestId;
+use crate::csrf::{COOKIE_NAME, CsrfError};
+use crate::db;
+use crate::state::AppState;
+use crate::tasks::{self, EnqueueError, InvalidTask, TaskRecord, TaskSpec, queue::now_ms};
+
+const RECENT_TASKS: i64 = 10;
+
+pub struct TaskRow {
+    pub id: String,
+    pub short_id: String,
+    pub kind: String,
+    pub state: &'static str,
+    pub attempts: i32,
+    pub created_at: String,
+    pub error: String,
+}
+
+impl From<TaskRecord> for TaskRow {
+    fn from(t: TaskRecord) -> Self {
+        Self {
+            short_id: t.id.to_string()[..8].to_string(),
+            id: t.id.to_string(),
+            kind: t.kind,
+            state: t.state.as_str(),
+            attempts: t.attempts,
+            created_at: t.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            error: t.error.unwrap_or_default(),
+        }
+    }
+}
+
+/// One line of the page's "Services" list.
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "status.html")]
+pub struct StatusPage {
+    pub version: &'static str,
+    pub debug: bool,
+    pub checks: Vec<Check>,
+    pub tasks: Vec<TaskRow>,
+    pub csrf_token: String,
+    pub css_url: String,
+    pub js_url: String,
+    pub logo_url: String,
+    pub kinds: [&'static str; 3],
+}
+
+async fn within<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_BUDGET, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+fn check<T>(name: &'static str, result: Result<T, String>, describe: impl FnOnce(T) -> String) -> Check {
+    match result {
+        Ok(value) => Check { name, ok: true, detail: describe(value) },
+        Err(err) => Check { name, ok: false, detail: format!("unavailable: {err}") },
+    }
+}
+
+/// `GET /`: every dependency is asked concurrently with a deadline, so a down service shows as such instead of
+/// hanging the page.
+pub async fn status_page(State(state): State<AppState>) -> Response {
+    let pg_version = sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&state.pool);
+    let (version, migrations, recent, redis, heartbeat, depth) = tokio::join!(
+        within(pg_version),
+        within(db::migration_state(&state.pool)),
+        within(state.store.recent(RECENT_TASKS)),
+        within(state.queue.ping()),
+        within(state.queue.last_heartbeat()),
+        within(state.queue.depth()),
+    );
+    let now = now_ms();
+    let worker = match heartbeat {
+        Ok(Some(at)) if now - at < 30_000 => Ok(format!("last seen {:.1} s ago", (now - at) as f64 / 1000.0)),
+        Ok(Some(at)) => Err(format!("last seen {} s ago", (now - at) / 1000)),
+        Ok(None) => Err("never seen".into()),
+        Err(e) => Err(e),
+    };
+    let checks = vec![
+        check("PostgreSQL", version, |v| format!("version {v}")),
+        check("Migrations", migrations, |m| m.describe()),
+        check("Redis", redis, |()| "reachable".into()),
+        check("Worker", worker, |w| w),
+        check("Queue depth", depth, |d| d.to_string()),
+    ];
+    let token = state.csrf.issue(chrono::Utc::now().timestamp());
+    let live_static = state.settings.debug && state.settings.static_dir.is_some();
+    let url = |name: &str| {
+        if live_static {
+            format!("/static/{name}")
+        } else {
+            state.assets.url(name)
+        }
+    };
+    let page = StatusPage {
+        version: env!("CARGO_PKG_VERSION"),
+        debug: state.settings.debug,
+        checks,
+        tasks: recent.unwrap_or_default().into_iter().map(TaskRow::from).collect(),
+        csrf_token: token.clone(),
+        css_url: url("app.css"),
+        js_url: url("app.js"),
+        logo_url: url("logo.svg"),
+        kinds: TaskSpec::KINDS,
+    };
+    match page.render() {
+        Ok(html) => (
+            [
+                (header::SET_COOKIE, format!("{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict")),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            Html(html),
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "status page did not render");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the page could not be rendered")
+                .into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnqueueForm {
+    pub csrf_token: Option<String>,
+    pub kind: String,
+    pub text: Option<String>,
+    pub ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueFormError {
+    #[error(transparent)]
+    Csrf(#[from] CsrfError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidTask),
+    #[error(transparent)]
+    Unavailable(#[from] EnqueueError),
+}
+
+impl IntoResponse for EnqueueFormError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Csrf(err) => ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", err.to_string()),
+            Self::Invalid(err) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_task", err.to_string()),
+            Self::Unavailable(EnqueueError::Database(err)) => ApiError::unavailable("the database", &err),
+            Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
+        }
+        .into_response()
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `POST /tasks`: the page's form; 303 back to `/` once queued.
+pub async fn enqueue_form(
+    State(state): State<AppState>,
+    request_id: Option<axum::Extension<RequestId>>,
+    headers: HeaderMap,
+    ApiForm(form): ApiForm<EnqueueForm>,
+) -> Result<Redirect, EnqueueFormError> {
+    state.csrf.verify(
+        form.csrf_token.as_deref(),
+        cookie(&headers, COOKIE_NAME),
+        chrono::Utc::now().timestamp(),
+    )?;
+    let payload = match form.kind.as_str() {
+        "wordcount" => json!({ "text": form.text.unwrap_or_default() }),
+        "sleep" => json!({ "ms": form.ms.unwrap_or(1000) }),
+        _ => json!({}),
+    };
+    let spec = TaskSpec::parse(&form.kind, &payload)?;
+    let request_id = request_id.map(|r| r.0.0);
+    let record = tasks::enqueue(
+        &state.store,
+        &state.queue,
+        &spec,
+        state.settings.queue.max_attempts,
+        request_id.as_deref(),
+    )
+    .await?;
+    tracing::info!(task_id = %record.id, kind = %record.kind, "task queued from the form");
+    Ok(Redirect::to("/"))
+}

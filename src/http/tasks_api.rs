@@ -1,0 +1,174 @@
+//! The JSON task API: enqueue, look up (optionally long-polling until finished), list.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::request_id::RequestId;
+use crate::state::AppState;
+use crate::tasks::{self, EnqueueError, InvalidTask, TaskRecord, TaskSpec};
+
+/// Longest `?wait=` accepted.
+pub const MAX_WAIT_SECS: f64 = 30.0;
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub payload: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTaskError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidTask),
+    #[error(transparent)]
+    Unavailable(#[from] EnqueueError),
+}
+
+impl IntoResponse for CreateTaskError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Invalid(err) => {
+                let code = match err {
+                    InvalidTask::UnknownKind(_) => "unknown_kind",
+                    InvalidTask::InvalidPayload { .. } => "invalid_payload",
+                };
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, err.to_string())
+            }
+            Self::Unavailable(EnqueueError::Database(err)) => ApiError::unavailable("the database", &err),
+            Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
+        }
+        .into_response()
+    }
+}
+
+pub fn task_location(id: Uuid) -> String {
+    format!("/api/tasks/{id}")
+}
+
+/// `POST /api/tasks` → 202 with the queued task and its `Location`.
+pub async fn create(
+    State(state): State<AppState>,
+    request_id: Option<axum::Extension<RequestId>>,
+    ApiJson(body): ApiJson<CreateTask>,
+) -> Result<Response, CreateTaskError> {
+    let spec = TaskSpec::parse(&body.kind, &body.payload)?;
+    let request_id = request_id.map(|r| r.0.0);
+    let record = tasks::enqueue(
+        &state.store,
+        &state.queue,
+        &spec,
+        state.settings.queue.max_attempts,
+        request_id.as_deref(),
+    )
+    .await?;
+    tracing::info!(task_id = %record.id, kind = %record.kind, "task queued");
+    let location = task_location(record.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// Seconds to wait for the task to finish (long poll), at most [`MAX_WAIT_SECS`].
+    pub wait: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetTaskError {
+    #[error("wait must be between 0 and {MAX_WAIT_SECS} seconds")]
+    BadWait,
+    #[error("no task with id {0}")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl IntoResponse for GetTaskError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadWait => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string()),
+            Self::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            Self::Unavailable(err) => ApiError::unavailable("the database", &err),
+        }
+        .into_response()
+    }
+}
+
+/// `GET /api/tasks/{id}[?wait=S]`.
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<GetParams>,
+) -> Result<Json<TaskRecord>, GetTaskError> {
+    let wait = match params.wait {
+        None => Duration::ZERO,
+        Some(s) if (0.0..=MAX_WAIT_SECS).contains(&s) => Duration::from_secs_f64(s),
+        Some(_) => return Err(GetTaskError::BadWait),
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let record = state.store.get(id).await?.ok_or(GetTaskError::NotFound(id))?;
+        if record.state.is_finished() || Instant::now() + POLL_EVERY > deadline {
+            return Ok(Json(record));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListTasksError {
+    #[error("limit must be between 1 and 100")]
+    BadLimit,
+    #[error(transparent)]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl IntoResponse for ListTasksError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadLimit => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string()),
+            Self::Unavailable(err) => ApiError::unavailable("the database", &err),
+        }
+        .into_response()
+    }
+}
+
+/// `GET /api/tasks[?limit=N]`, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Value>, ListTasksError> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ListTasksError::BadLimit);
+    }
+    let tasks = state.store.recent(limit).await?;
+    Ok(Json(json!({ "tasks": tasks })))
+}

@@ -1,0 +1,142 @@
+//! Building and running the web server (zero2prod's `Application::build` / `run_until_stopped`), and the `app()`
+//! router factory that tests drive with `oneshot`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Settings;
+use crate::http::{health, hosts, page, request_id, static_files, tasks_api};
+use crate::state::AppState;
+use crate::tasks::Queue;
+
+/// Headers every response carries unless a handler set its own.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+    ("cross-origin-opener-policy", "same-origin"),
+    (
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    ),
+];
+
+/// The full router with its middleware. Layers run top to bottom for a request: request id and access log,
+/// metrics, Host check, security headers, compression, timeout, then the route.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let mut router = Router::new()
+        .route("/", get(page::status_page))
+        .route("/tasks", post(page::enqueue_form))
+        .route("/api/tasks", post(tasks_api::create).get(tasks_api::list))
+        .route("/api/tasks/{id}", get(tasks_api::get))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if settings.debug {
+        router = match &settings.static_dir {
+            Some(dir) => router.nest_service("/static", ServeDir::new(dir)),
+            None => router.route("/static/{*path}", get(static_files::embedded)),
+        };
+    }
+    let mut router = router
+        .fallback(|| async {
+            crate::http::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        })
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(CompressionLayer::new());
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
+        .layer(middleware::from_fn(crate::metrics::track_requests))
+        .layer(middleware::from_fn(request_id::propagate))
+        .with_state(state)
+}
+
+pub struct Application {
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    router: Router,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Binds both listeners and connects to Redis (PostgreSQL is connected lazily). Call after the dependencies
+    /// are up (`wait::wait_for_dependencies`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let metrics_listener = TcpListener::bind(settings.metrics_addr).await?;
+        let pool = crate::db::pool(&settings);
+        let queue = Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
+        let shutdown_timeout = settings.shutdown_timeout;
+        let state = AppState::new(settings, pool, queue);
+        Ok(Self {
+            listener,
+            metrics_listener,
+            router: app(state),
+            shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics_listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish for at most
+    /// `SHUTDOWN_TIMEOUT`.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr()?;
+        let metrics_addr = self.metrics_listener.local_addr()?;
+        tracing::info!(%addr, %metrics_addr, "serving");
+        let metrics = tokio::spawn(
+            axum::serve(self.metrics_listener, crate::metrics::router(crate::metrics::handle())).into_future(),
+        );
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping_tx.send(true);
+        });
+        let mut server = tokio::spawn(server.into_future());
+        let deadline = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        let result = tokio::select! {
+            joined = &mut server => joined.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)),
+            () = deadline => {
+                tracing::warn!(timeout_s = self.shutdown_timeout.as_secs_f64(), "shutdown timeout: dropping unfinished requests");
+                server.abort();
+                Ok(())
+            }
+        };
+        metrics.abort();
+        tracing::info!("server stopped");
+        result
+    }
+}
