@@ -11,14 +11,14 @@ let
 
   # crane's cleanCargoSource keeps only Rust and Cargo files. The app also compiles in its
   # migrations, templates, static assets and the sqlx offline query data (.sqlx), so the
-  # source is an explicit fileset. A change anywhere else (compose files, docs, Nix) does
-  # not rebuild the app.
+  # source is an explicit fileset. A change anywhere else (compose files, docs, Nix, the
+  # Docker-level e2e suite in tests/e2e) does not rebuild the app.
   appFiles = [
     ../Cargo.toml
     ../Cargo.lock
     ../rust-toolchain.toml
     ../src
-    ../tests
+    (lib.fileset.difference ../tests (lib.fileset.maybeMissing ../tests/e2e))
     ../migrations
     ../.sqlx
     ../static

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# CI stage for the Nix files, on a plain Debian machine where no flake can be built or
+# evaluated (no binary cache, no GitHub): everything about them that can be checked here.
+#
+#   1. flake.lock pins exactly ../shared/nix/pins.json, and flake.nix's inputs and follows
+#      agree with it (../shared/tools/check-flake-lock);
+#   2. every tracked .nix file parses (nix-instantiate --parse);
+#   3. every tracked .nix file is formatted (nixfmt --check; nixfmt-rs from crates.io, the
+#      same formatter as the flake's `formatter` output and its nix-format check);
+#   4. no dead code in them (deadnix --fail).
+#
+# Installs what is missing: nix-bin (Debian) for nix-instantiate; nixfmt-rs and deadnix with
+# `cargo install --locked` at the versions below. Prints one timing line per step; runs every
+# step, then exits non-zero if any failed. Run from anywhere inside the repository.
+set -uo pipefail
+
+NIXFMT_VERSION=0.5.3  # crate nixfmt_rs, binary nixfmt
+DEADNIX_VERSION=1.3.1
+
+top=$(git rev-parse --show-toplevel) || exit 1
+cd "$top" || exit 1
+export PATH="$HOME/.cargo/bin:$PATH"
+
+failed=()
+
+# step NAME COMMAND...: runs the command, prints "nix-checks: NAME ok|FAILED (N.Ns)".
+step() {
+  local name=$1 start status ms
+  shift
+  start=${EPOCHREALTIME/./}
+  "$@"
+  status=$?
+  ms=$(((${EPOCHREALTIME/./} - start) / 1000))
+  if [ "$status" -eq 0 ]; then
+    printf 'nix-checks: %-14s ok     %d.%03ds\n' "$name" $((ms / 1000)) $((ms % 1000))
+  else
+    printf 'nix-checks: %-14s FAILED %d.%03ds (exit %d)\n' "$name" $((ms / 1000)) $((ms % 1000)) "$status"
+    failed+=("$name")
+  fi
+  return "$status"
+}
+
+install_tools() {
+  if ! command -v nix-instantiate >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq nix-bin >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq nix-bin >/dev/null; } || return 1
+  fi
+  # nixfmt-rs prints "nixfmt-rs X.Y.Z"; another nixfmt (the Haskell one) is not accepted, so
+  # that the check here is the one the flake runs.
+  if [ "$(nixfmt --version 2>/dev/null)" != "nixfmt-rs $NIXFMT_VERSION" ]; then
+    cargo install --quiet --locked "nixfmt_rs@$NIXFMT_VERSION" || return 1
+  fi
+  if [ "$(deadnix --version 2>/dev/null)" != "deadnix $DEADNIX_VERSION" ]; then
+    cargo install --quiet --locked "deadnix@$DEADNIX_VERSION" || return 1
+  fi
+}
+
+# Tracked files, and new ones not yet committed (but not git-ignored ones).
+mapfile -t nix_files < <(git ls-files --cached --others --exclude-standard '*.nix')
+
+parse_all() {
+  local file status=0
+  for file in "${nix_files[@]}"; do
+    nix-instantiate --parse "$file" >/dev/null || { echo "does not parse: $file" >&2; status=1; }
+  done
+  return "$status"
+}
+
+if step install-tools install_tools; then
+  step flake-lock python3 ../shared/tools/check-flake-lock
+  step nix-parse parse_all
+  step nixfmt nixfmt --check "${nix_files[@]}"
+  step deadnix deadnix --fail "${nix_files[@]}"
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "nix-checks: failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "nix-checks: all ${#nix_files[@]} .nix files and flake.lock verified"

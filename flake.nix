@@ -1,0 +1,199 @@
+{
+  description = "docker-sample (Rust): the app built with crane, its images with nix2container";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+    crane.url = "github:ipetkov/crane/v0.23.4";
+    # nix2container keeps its own nixpkgs: its patched skopeo is tested against that pin.
+    nix2container.url = "github:nlewo/nix2container";
+    rust-overlay = {
+      url = "github:oxalica/rust-overlay";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    advisory-db = {
+      url = "github:rustsec/advisory-db";
+      flake = false;
+    };
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      crane,
+      nix2container,
+      rust-overlay,
+      advisory-db,
+    }:
+    let
+      inherit (nixpkgs) lib;
+
+      # The app, its checks and the dev shell build everywhere; the images, the apps that
+      # load or push them and the VM test are Linux-only.
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+        "x86_64-darwin"
+        "aarch64-darwin"
+      ];
+
+      # The image layout contract, also read by tests/e2e/standins.sh.
+      layout = builtins.fromJSON (builtins.readFile ./nix/image.json);
+
+      perSystem =
+        system:
+        let
+          pkgs = import nixpkgs {
+            inherit system;
+            overlays = [ rust-overlay.overlays.default ];
+          };
+          isLinux = pkgs.stdenv.hostPlatform.isLinux;
+
+          # The toolchain of rust-toolchain.toml, the same file rustup reads on the plain
+          # cargo path.
+          craneLib = (crane.mkLib pkgs).overrideToolchain (
+            p: p.rust-bin.fromRustupToolchainFile ./rust-toolchain.toml
+          );
+          inherit (craneLib.crateNameFromCargoToml { cargoToml = ./Cargo.toml; }) version;
+          cargoPackage = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package;
+
+          rust = import ./nix/rust.nix {
+            inherit
+              lib
+              pkgs
+              craneLib
+              advisory-db
+              ;
+          };
+          inherit (rust) app;
+
+          # `app collectstatic`: the files nginx serves. The nginx image must not carry the
+          # app, so the build fails if any output file refers to it.
+          static =
+            pkgs.runCommand "app-static-${version}"
+              {
+                disallowedRequisites = [ app ];
+              }
+              ''
+                ${lib.getExe app} collectstatic $out
+              '';
+
+          compose = import ./nix/compose.nix { inherit lib pkgs; };
+          # The formatter of `nix fmt`, the nix-format check and CI (.ci/nix-checks.sh):
+          # nixfmt-rs, byte-identical to nixfmt (the official style), and on crates.io.
+          nixfmt = pkgs.nixfmt-rs;
+
+          n2c = nix2container.packages.${system};
+          images = import ./nix/images.nix {
+            inherit
+              lib
+              pkgs
+              layout
+              app
+              static
+              version
+              ;
+            inherit (n2c) nix2container;
+            skopeo = n2c.skopeo-nix2container;
+            labels = {
+              "org.opencontainers.image.source" =
+                cargoPackage.repository
+                  or (throw "Cargo.toml: set package.repository (the images' org.opencontainers.image.source label)");
+              # A clean tree's commit; a dirty tree gives `<commit>-dirty`.
+              "org.opencontainers.image.revision" = self.rev or self.dirtyRev or "unknown";
+              "org.opencontainers.image.version" = version;
+            };
+          };
+        in
+        {
+          packages = {
+            inherit app static;
+            default = app;
+          }
+          // lib.optionalAttrs isLinux {
+            inherit (images)
+              applayer
+              staticlayer
+              applayer-archive
+              staticlayer-archive
+              ;
+          };
+
+          checks =
+            rust.checks
+            // import ./nix/checks.nix {
+              inherit
+                lib
+                pkgs
+                layout
+                version
+                nixfmt
+                ;
+              inherit (compose) composeSrc composeSecrets;
+            }
+            // {
+              inherit static;
+            }
+            // lib.optionalAttrs isLinux {
+              inherit (images) applayer staticlayer;
+            }
+            // lib.optionalAttrs (system == "x86_64-linux") {
+              vm-test = import ./nix/vm-test.nix {
+                inherit
+                  lib
+                  pkgs
+                  images
+                  static
+                  version
+                  ;
+                inherit (compose) composeSrc composeSecrets;
+                standins = import ./nix/standins.nix {
+                  inherit lib pkgs;
+                  inherit (n2c) nix2container;
+                };
+              };
+            };
+
+          apps = lib.optionalAttrs isLinux (
+            import ./nix/apps.nix {
+              inherit
+                lib
+                pkgs
+                images
+                version
+                ;
+            }
+          );
+
+          # The cargo checks' inputs (toolchain, PostgreSQL and Redis for the tests) plus the tools
+          # of the compose and image workflow.
+          devShells.default = craneLib.devShell {
+            inherit (rust) checks;
+            packages = [
+              pkgs.sqlx-cli
+              pkgs.postgresql_17
+              pkgs.redis
+              pkgs.nginx
+              pkgs.docker-compose
+              pkgs.skopeo
+              pkgs.cargo-nextest
+              pkgs.cargo-audit
+              pkgs.cargo-deny
+              nixfmt
+              pkgs.deadnix
+            ];
+          };
+
+          formatter = nixfmt;
+        };
+
+      outputs = lib.genAttrs systems perSystem;
+    in
+    {
+      packages = lib.mapAttrs (_: o: o.packages) outputs;
+      checks = lib.mapAttrs (_: o: o.checks) outputs;
+      apps = lib.mapAttrs (_: o: o.apps) outputs;
+      devShells = lib.mapAttrs (_: o: o.devShells) outputs;
+      formatter = lib.mapAttrs (_: o: o.formatter) outputs;
+    };
+}

@@ -1,0 +1,6 @@
+//! The integration tests: one binary (fast to link), against real PostgreSQL and Redis (see `servers`).
+
+mod helpers;
+mod servers;
+
+mod health;

