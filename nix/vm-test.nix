@@ -51,12 +51,13 @@ pkgs.testers.runNixOSTest {
     compose = "cd /root/project && ${composeEnv} docker-compose -f compose/live.yml"
     base = "http://127.0.0.1:8001"
 
-    machine.wait_for_unit("docker.service")
+    # docker.socket starts the daemon on first use, whether or not it also starts at boot.
+    machine.wait_for_unit("sockets.target")
     for archive in [${lib.concatMapStringsSep ", " (a: ''"${a}"'') archives}]:
         machine.succeed(f"docker load -i {archive}")
 
     machine.succeed("cp -r ${composeSrc} /root/project && chmod -R u+w /root/project")
-    machine.succeed("cd /root/project && compose-secrets compose/live.yml")
+    machine.succeed("cd /root/project && ${composeEnv} compose-secrets compose/live.yml")
     machine.succeed(f"{compose} up -d --pull never")
 
     try:

@@ -129,10 +129,11 @@ pub async fn get(
     let deadline = Instant::now() + wait;
     loop {
         let record = state.store.get(id).await?.ok_or(GetTaskError::NotFound(id))?;
-        if record.state.is_finished() || Instant::now() + POLL_EVERY > deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if record.state.is_finished() || remaining.is_zero() {
             return Ok(Json(record));
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(remaining.min(POLL_EVERY)).await;
     }
 }
 

@@ -290,3 +290,17 @@ pub fn app_command(vars: &HashMap<String, String>, args: &[&str]) -> tokio::proc
         .kill_on_drop(true);
     cmd
 }
+
+impl TestApp {
+    /// `GET /api/tasks/{id}?wait=<seconds>`.
+    pub async fn task_with_wait(&self, id: Uuid, wait: &str) -> Value {
+        self.client
+            .get(self.url(&format!("/api/tasks/{id}?wait={wait}")))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("json")
+    }
+}

@@ -4,3 +4,6 @@ mod helpers;
 mod servers;
 
 mod health;
+mod page;
+mod tasks_api;
+mod worker;

@@ -19,6 +19,8 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# rustup's cargo may not be on PATH in a non-login CI shell.
+[ -d "${HOME:-/root}/.cargo/bin" ] && PATH="${HOME:-/root}/.cargo/bin:$PATH"
 repo=$(cd "$here/../.." && pwd)
 cd "$repo" || exit 1
 

@@ -247,6 +247,12 @@ class Load:
         for t in self.workers:
             t.join(30)
 
+    def outage(self):
+        """Seconds from the first to the last answer that was not 200/202 (0 when there was none)."""
+        with self.lock:
+            bad = [t for t, s in self.samples if s not in (200, 202)]
+        return (max(bad) - min(bad)) if bad else 0.0
+
     def histogram(self, since=0.0):
         h = {}
         with self.lock:
@@ -494,7 +500,8 @@ def fault_db_restart(live, port):
     results = wait_tasks_done(port, load.accepted, timeout=90)
     lost = [t for t, v in results.items() if not v or v.get("state") != "done"]
     unexpected = {s: n for s, n in hist.items() if s not in (200, 202, 503)}
-    log(f"FIGURE db restart: requests {sum(hist.values())} {hist}; down 3.0 s; "
+    log(f"FIGURE db restart: requests {sum(hist.values())} {hist}; db down 3.0 s, API answered 503 for "
+        f"{load.outage():.1f} s; "
         f"recovered {rec if rec is None else round(rec, 2)} s after `docker start db` "
         f"({t_rec - t_stop:.1f} s after the stop); tasks accepted {len(load.accepted)}, lost {len(lost)}; "
         f"app restarts {after['RestartCount']}")
@@ -664,7 +671,7 @@ def deploy_and_rollback(live, port, old_task):
         ok = p.returncode == 0 and ok_tag and g.status == 200 and wait_http(port, "/readyz", 200, 30) is not None
         fails = sum(n for s, n in hist.items() if s != 200)
         log(f"FIGURE {label} (APP_VERSION={tag}): `up --wait` {took:.1f} s; during it {sum(hist.values())} requests, "
-            f"{fails} not 200 {hist}")
+            f"{fails} not 200 {hist}, unavailable for {load.outage():.1f} s (one app and one httpd replica)")
         results.append(check(f"live: {label} (APP_VERSION={tag}) with data kept", ok,
                              f"images {ours}; earlier task {g.status}" +
                              ("" if p.returncode == 0 else ": " + p.stderr.strip()[-500:])))

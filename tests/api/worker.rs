@@ -1,0 +1,142 @@
+use std::time::Duration;
+
+use app::tasks::Queue;
+use serde_json::json;
+
+use crate::helpers::{TestConfig, spawn_app, spawn_app_with, spawn_worker};
+
+#[tokio::test]
+async fn a_failing_task_is_retried_with_backoff_then_dead_with_its_error() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    let id = app.enqueue("fail", json!({})).await;
+    let task = app.wait_finished(id, Duration::from_secs(15)).await;
+    assert_eq!(task["state"], "dead", "{task}");
+    assert_eq!(task["attempts"], 3, "TASK_MAX_ATTEMPTS is 3 in tests");
+    assert!(task["error"].as_str().unwrap().contains("always fails"), "{task}");
+    assert!(task["result"].is_null());
+    // Backoff: 100 ms then 200 ms between the three attempts.
+    let created = chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap()).unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(task["finished_at"].as_str().unwrap()).unwrap();
+    assert!(finished - created >= chrono::Duration::milliseconds(300), "{task}");
+
+    let settings = app.config.settings();
+    let queue = Queue::connect(secrecy::ExposeSecret::expose_secret(&settings.redis_url), &settings.queue.name)
+        .await
+        .unwrap();
+    assert_eq!(queue.dead(10).await.unwrap(), vec![id.to_string()]);
+    assert_eq!(queue.depth().await.unwrap(), 0, "nothing left queued");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_over_its_timeout_fails_like_an_error() {
+    let app = spawn_app_with(
+        TestConfig::new()
+            .await
+            .set("TASK_TIMEOUT", "0.2")
+            .set("TASK_MAX_ATTEMPTS", "2"),
+    )
+    .await;
+    let worker = app.spawn_worker().await;
+    let id = app.enqueue("sleep", json!({"ms": 5000})).await;
+    let task = app.wait_finished(id, Duration::from_secs(10)).await;
+    assert_eq!(task["state"], "dead");
+    assert!(task["error"].as_str().unwrap().contains("timed out"), "{task}");
+    worker.stop().await;
+}
+
+/// Several workers on one queue: every task runs exactly once (one attempt each), none is lost.
+#[tokio::test]
+async fn several_workers_share_the_queue_without_running_a_task_twice() {
+    let app = spawn_app().await;
+    let workers = [
+        app.spawn_worker().await,
+        app.spawn_worker().await,
+        app.spawn_worker().await,
+    ];
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(app.enqueue("sleep", json!({"ms": 20 + i % 5})).await);
+    }
+    for id in &ids {
+        let task = app.wait_finished(*id, Duration::from_secs(20)).await;
+        assert_eq!(task["state"], "done");
+        assert_eq!(task["attempts"], 1, "a task started twice: {task}");
+    }
+    let runners: i64 = sqlx::query_scalar("SELECT count(DISTINCT worker) FROM tasks")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(runners >= 2, "work was not shared: {runners} worker(s) ran everything");
+    for worker in workers {
+        worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_periodic_job_runs_once_per_period_whatever_the_number_of_workers() {
+    let app = spawn_app().await;
+    let settings = app.config.settings();
+    let queue = Queue::connect(secrecy::ExposeSecret::expose_secret(&settings.redis_url), &settings.queue.name)
+        .await
+        .unwrap();
+    let period = Duration::from_millis(300);
+    assert!(queue.try_lock_period("job", "w1", period).await.unwrap());
+    assert!(!queue.try_lock_period("job", "w2", period).await.unwrap());
+    tokio::time::sleep(period + Duration::from_millis(50)).await;
+    assert!(queue.try_lock_period("job", "w2", period).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_worker_purges_old_finished_tasks_and_writes_its_heartbeat() {
+    let app = spawn_app_with(TestConfig::new().await.set("TASK_RETENTION_HOURS", "1")).await;
+    sqlx::query(
+        "INSERT INTO tasks (id, kind, payload, state, max_attempts, finished_at)
+         VALUES (gen_random_uuid(), 'wordcount', '{}', 'done', 3, now() - interval '2 hours'),
+                (gen_random_uuid(), 'wordcount', '{}', 'done', 3, now() - interval '10 minutes')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let worker = spawn_worker(&app.config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.task_count().await != 1 {
+        assert!(std::time::Instant::now() < deadline, "old task not purged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settings = app.config.settings();
+    let queue = Queue::connect(secrecy::ExposeSecret::expose_secret(&settings.redis_url), &settings.queue.name)
+        .await
+        .unwrap();
+    let beat = queue.last_heartbeat().await.unwrap().expect("a heartbeat");
+    assert!(app::tasks::queue::now_ms() - beat < 5_000);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_worker_stops_taking_work() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    worker.stop().await;
+    let id = app.enqueue("wordcount", json!({"text": "later"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.task(id).await["state"], "queued");
+    let next = app.spawn_worker().await;
+    assert_eq!(app.wait_finished(id, Duration::from_secs(10)).await["state"], "done");
+    next.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_enqueued_before_any_worker_existed_are_delivered() {
+    let app = spawn_app().await;
+    let ids = [
+        app.enqueue("wordcount", json!({"text": "a"})).await,
+        app.enqueue("wordcount", json!({"text": "b"})).await,
+    ];
+    let worker = app.spawn_worker().await;
+    for id in ids {
+        assert_eq!(app.wait_finished(id, Duration::from_secs(10)).await["state"], "done");
+    }
+    worker.stop().await;
+}
