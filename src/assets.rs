@@ -98,7 +98,9 @@ fn collect(dir: &'static Dir<'static>, out: &mut BTreeMap<String, Asset>) {
 /// `dir/name.ext` → `dir/name.<8 hex>.ext`.
 pub fn hashed_name(logical: &str, bytes: &[u8]) -> String {
     let digest = hex::encode(&Sha256::digest(bytes)[..4]);
-    let (dir, file) = logical.rsplit_once('/').map_or(("", logical), |(d, f)| (d, f));
+    let (dir, file) = logical
+        .rsplit_once('/')
+        .map_or(("", logical), |(d, f)| (d, f));
     let hashed_file = match file.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => format!("{stem}.{digest}.{ext}"),
         _ => format!("{file}.{digest}"),
@@ -144,9 +146,14 @@ mod tests {
     fn the_page_assets_are_embedded() {
         let assets = Assets::embedded();
         for name in ["app.css", "app.js", "logo.svg"] {
-            let asset = assets.find(name).unwrap_or_else(|| panic!("{name} missing"));
+            let asset = assets
+                .find(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
             assert!(assets.url(name).starts_with("/static/"));
-            assert_eq!(assets.find(&asset.hashed).map(|a| &a.logical), Some(&asset.logical));
+            assert_eq!(
+                assets.find(&asset.hashed).map(|a| &a.logical),
+                Some(&asset.logical)
+            );
         }
     }
 }

@@ -15,7 +15,11 @@ use crate::{assets, collectstatic, db, healthcheck, shutdown, telemetry, wait};
 pub const CONFIG_ERROR: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "app", version, about = "docker-sample: web server, tasks worker and operational commands")]
+#[command(
+    name = "app",
+    version,
+    about = "docker-sample: web server, tasks worker and operational commands"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -45,7 +49,10 @@ pub enum Command {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("cannot start the async runtime: {err}");
@@ -73,7 +80,11 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Collectstatic { dir } => {
             match collectstatic::collect(&assets::Assets::embedded(), &dir) {
                 Ok(collected) => {
-                    println!("{} files written to {}", collected.files.len(), dir.display());
+                    println!(
+                        "{} files written to {}",
+                        collected.files.len(),
+                        dir.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
@@ -132,10 +143,19 @@ async fn run_service(command: Command, settings: Settings) -> anyhow::Result<()>
         Command::Tasks => {
             let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
             let metrics = tokio::spawn(
-                axum::serve(metrics_listener, crate::metrics::router(crate::metrics::handle())).into_future(),
+                axum::serve(
+                    metrics_listener,
+                    crate::metrics::router(crate::metrics::handle()),
+                )
+                .into_future(),
             );
-            let queue = Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
-            let worker = Worker::new(TaskStore::new(db::pool(&settings)), queue, settings.queue.clone());
+            let queue =
+                Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
+            let worker = Worker::new(
+                TaskStore::new(db::pool(&settings)),
+                queue,
+                settings.queue.clone(),
+            );
             let result = worker
                 .run_until_stopped(shutdown::shutdown_signal(), settings.shutdown_timeout)
                 .await;

@@ -80,7 +80,12 @@ pub struct AllowedHosts(Vec<String>);
 
 impl AllowedHosts {
     pub fn new(patterns: Vec<String>) -> Self {
-        Self(patterns.into_iter().map(|p| p.to_ascii_lowercase()).collect())
+        Self(
+            patterns
+                .into_iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
+        )
     }
 
     /// `host` is the raw `Host` header value; its port, if any, is ignored.
@@ -118,7 +123,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             writeln!(f, "  - {problem}")?;
         }
@@ -163,7 +172,9 @@ impl Settings {
             Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
             Some(other) => {
-                env.problem(format!("LOG_FORMAT: expected `json` or `pretty`, got `{other}`"));
+                env.problem(format!(
+                    "LOG_FORMAT: expected `json` or `pretty`, got `{other}`"
+                ));
                 LogFormat::Json
             }
         };
@@ -236,7 +247,10 @@ impl Settings {
             ),
             ("max_body_bytes", self.max_body_bytes.to_string()),
             ("request_timeout", secs(self.request_timeout)),
-            ("log_format", format!("{:?}", self.log_format).to_lowercase()),
+            (
+                "log_format",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
             ("queue_name", self.queue.name.clone()),
             ("worker_concurrency", self.queue.concurrency.to_string()),
             ("task_max_attempts", self.queue.max_attempts.to_string()),
@@ -267,7 +281,9 @@ fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
     let explicit_url = env.secret("DATABASE_URL");
     let host = env.string("POSTGRES_HOST").unwrap_or_else(|| "db".into());
     let port: u16 = env.parse("POSTGRES_PORT", 5432);
-    let user = env.string("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
+    let user = env
+        .string("POSTGRES_USER")
+        .unwrap_or_else(|| "postgres".into());
     let db = env.string("POSTGRES_DB").unwrap_or_else(|| user.clone());
     let password = env.secret("POSTGRES_PASSWORD");
     let url = match explicit_url {
@@ -333,7 +349,9 @@ fn secret_key(env: &mut Env<'_>, debug: bool) -> SecretString {
         Some(key) if !debug => {
             let exposed = key.expose_secret();
             if exposed == DEVELOPMENT_SECRET_KEY {
-                env.problem("SECRET_KEY: the development key must not be used with DEBUG=false".into());
+                env.problem(
+                    "SECRET_KEY: the development key must not be used with DEBUG=false".into(),
+                );
             } else if exposed.chars().count() < MIN_SECRET_KEY_LEN {
                 env.problem(format!(
                     "SECRET_KEY: must be at least {MIN_SECRET_KEY_LEN} characters with DEBUG=false"
@@ -544,8 +562,11 @@ mod tests {
         let debug = format!("{s:?} {:?}", s.redacted());
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains(GOOD_KEY), "{debug}");
-        let err = settings(&[("DATABASE_URL", "not a url hunter2"), ("SECRET_KEY", "short-hunter2")])
-            .unwrap_err();
+        let err = settings(&[
+            ("DATABASE_URL", "not a url hunter2"),
+            ("SECRET_KEY", "short-hunter2"),
+        ])
+        .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

@@ -53,7 +53,12 @@ impl Csrf {
     }
 
     /// Checks the form field against the cookie and the signature (in constant time).
-    pub fn verify(&self, field: Option<&str>, cookie: Option<&str>, now: i64) -> Result<(), CsrfError> {
+    pub fn verify(
+        &self,
+        field: Option<&str>,
+        cookie: Option<&str>,
+        now: i64,
+    ) -> Result<(), CsrfError> {
         let (Some(field), Some(cookie)) = (field, cookie) else {
             return Err(CsrfError::Missing);
         };
@@ -85,12 +90,27 @@ mod tests {
         let csrf = Csrf::new(SecretString::from("k1"));
         let token = csrf.issue(1000);
         assert_eq!(csrf.verify(Some(&token), Some(&token), 1001), Ok(()));
-        assert_eq!(csrf.verify(None, Some(&token), 1001), Err(CsrfError::Missing));
-        assert_eq!(csrf.verify(Some(&token), Some("x"), 1001), Err(CsrfError::Mismatch));
+        assert_eq!(
+            csrf.verify(None, Some(&token), 1001),
+            Err(CsrfError::Missing)
+        );
+        assert_eq!(
+            csrf.verify(Some(&token), Some("x"), 1001),
+            Err(CsrfError::Mismatch)
+        );
         let other = Csrf::new(SecretString::from("k2")).issue(1000);
-        assert_eq!(csrf.verify(Some(&other), Some(&other), 1001), Err(CsrfError::Invalid));
+        assert_eq!(
+            csrf.verify(Some(&other), Some(&other), 1001),
+            Err(CsrfError::Invalid)
+        );
         let late = 1000 + TOKEN_LIFETIME_SECS + 1;
-        assert_eq!(csrf.verify(Some(&token), Some(&token), late), Err(CsrfError::Expired));
-        assert_eq!(csrf.verify(Some("a.b"), Some("a.b"), 1), Err(CsrfError::Invalid));
+        assert_eq!(
+            csrf.verify(Some(&token), Some(&token), late),
+            Err(CsrfError::Expired)
+        );
+        assert_eq!(
+            csrf.verify(Some("a.b"), Some("a.b"), 1),
+            Err(CsrfError::Invalid)
+        );
     }
 }

@@ -88,7 +88,8 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let metrics_listener = TcpListener::bind(settings.metrics_addr).await?;
         let pool = crate::db::pool(&settings);
-        let queue = Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
+        let queue =
+            Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
         let shutdown_timeout = settings.shutdown_timeout;
         let state = AppState::new(settings, pool, queue);
         Ok(Self {
@@ -109,12 +110,19 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish for at most
     /// `SHUTDOWN_TIMEOUT`.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
         let metrics_addr = self.metrics_listener.local_addr()?;
         tracing::info!(%addr, %metrics_addr, "serving");
         let metrics = tokio::spawn(
-            axum::serve(self.metrics_listener, crate::metrics::router(crate::metrics::handle())).into_future(),
+            axum::serve(
+                self.metrics_listener,
+                crate::metrics::router(crate::metrics::handle()),
+            )
+            .into_future(),
         );
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {

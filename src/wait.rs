@@ -31,7 +31,11 @@ pub async fn wait_for_dependencies(settings: &Settings) -> Result<(), WaitError>
         attempt += 1;
         let (postgres, redis) = tokio::join!(check_postgres(settings), check_redis(settings));
         if postgres.is_ok() && redis.is_ok() {
-            tracing::info!(attempt, waited_ms = started.elapsed().as_millis() as u64, "PostgreSQL and Redis are ready");
+            tracing::info!(
+                attempt,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "PostgreSQL and Redis are ready"
+            );
             return Ok(());
         }
         let status = |r: &Result<(), String>| match r {
@@ -73,7 +77,13 @@ async fn check_redis(settings: &Settings) -> Result<(), String> {
     let url = settings.redis_url.expose_secret();
     let target = url::Url::parse(url)
         .ok()
-        .map(|u| format!("{}:{}", u.host_str().unwrap_or("?"), u.port().unwrap_or(6379)))
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port().unwrap_or(6379)
+            )
+        })
         .unwrap_or_else(|| "redis".into());
     let attempt = async {
         let client = redis::Client::open(url)?;

@@ -44,7 +44,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 /// Body read failures: 413 over the limit, else whatever axum decided.
 fn body_rejection(status: StatusCode, message: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "payload_too_large", "request body is over the size limit")
+        ApiError::new(
+            status,
+            "payload_too_large",
+            "request body is over the size limit",
+        )
     } else {
         ApiError::new(status, "bad_request", message)
     }

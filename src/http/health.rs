@@ -24,7 +24,10 @@ async fn within<T, E: std::fmt::Display>(
     match tokio::time::timeout(CHECK_BUDGET, check).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(format!("down: {err}")),
-        Err(_) => Err(format!("down: no answer within {}ms", CHECK_BUDGET.as_millis())),
+        Err(_) => Err(format!(
+            "down: no answer within {}ms",
+            CHECK_BUDGET.as_millis()
+        )),
     }
 }
 

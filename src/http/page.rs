@@ -63,7 +63,9 @@ pub struct StatusPage {
     pub kinds: [&'static str; 3],
 }
 
-async fn within<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+async fn within<T, E: std::fmt::Display>(
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
     match tokio::time::timeout(CHECK_BUDGET, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
@@ -71,10 +73,22 @@ async fn within<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) 
     }
 }
 
-fn check<T>(name: &'static str, result: Result<T, String>, describe: impl FnOnce(T) -> String) -> Check {
+fn check<T>(
+    name: &'static str,
+    result: Result<T, String>,
+    describe: impl FnOnce(T) -> String,
+) -> Check {
     match result {
-        Ok(value) => Check { name, ok: true, detail: describe(value) },
-        Err(err) => Check { name, ok: false, detail: format!("unavailable: {err}") },
+        Ok(value) => Check {
+            name,
+            ok: true,
+            detail: describe(value),
+        },
+        Err(err) => Check {
+            name,
+            ok: false,
+            detail: format!("unavailable: {err}"),
+        },
     }
 }
 
@@ -92,7 +106,9 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
     );
     let now = now_ms();
     let worker = match heartbeat {
-        Ok(Some(at)) if now - at < 30_000 => Ok(format!("last seen {:.1} s ago", (now - at) as f64 / 1000.0)),
+        Ok(Some(at)) if now - at < 30_000 => {
+            Ok(format!("last seen {:.1} s ago", (now - at) as f64 / 1000.0))
+        }
         Ok(Some(at)) => Err(format!("last seen {} s ago", (now - at) / 1000)),
         Ok(None) => Err("never seen".into()),
         Err(e) => Err(e),
@@ -117,7 +133,11 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         debug: state.settings.debug,
         checks,
-        tasks: recent.unwrap_or_default().into_iter().map(TaskRow::from).collect(),
+        tasks: recent
+            .unwrap_or_default()
+            .into_iter()
+            .map(TaskRow::from)
+            .collect(),
         csrf_token: token.clone(),
         css_url: url("app.css"),
         js_url: url("app.js"),
@@ -127,7 +147,10 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
     match page.render() {
         Ok(html) => (
             [
-                (header::SET_COOKIE, format!("{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict")),
+                (
+                    header::SET_COOKIE,
+                    format!("{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict"),
+                ),
                 (header::CACHE_CONTROL, "no-store".to_string()),
             ],
             Html(html),
@@ -135,8 +158,12 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
             .into_response(),
         Err(err) => {
             tracing::error!(error = %err, "status page did not render");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the page could not be rendered")
-                .into_response()
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the page could not be rendered",
+            )
+            .into_response()
         }
     }
 }
@@ -163,8 +190,14 @@ impl IntoResponse for EnqueueFormError {
     fn into_response(self) -> Response {
         match self {
             Self::Csrf(err) => ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", err.to_string()),
-            Self::Invalid(err) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_task", err.to_string()),
-            Self::Unavailable(EnqueueError::Database(err)) => ApiError::unavailable("the database", &err),
+            Self::Invalid(err) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_task",
+                err.to_string(),
+            ),
+            Self::Unavailable(EnqueueError::Database(err)) => {
+                ApiError::unavailable("the database", &err)
+            }
             Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
         }
         .into_response()

@@ -27,7 +27,11 @@ pub async fn embedded(State(state): State<AppState>, ApiPath(path): ApiPath<Stri
             )
                 .into_response()
         }
-        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no static file `{path}`"))
-            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no static file `{path}`"),
+        )
+        .into_response(),
     }
 }

@@ -50,7 +50,9 @@ impl IntoResponse for CreateTaskError {
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, err.to_string())
             }
-            Self::Unavailable(EnqueueError::Database(err)) => ApiError::unavailable("the database", &err),
+            Self::Unavailable(EnqueueError::Database(err)) => {
+                ApiError::unavailable("the database", &err)
+            }
             Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
         }
         .into_response()
@@ -107,8 +109,12 @@ pub enum GetTaskError {
 impl IntoResponse for GetTaskError {
     fn into_response(self) -> Response {
         match self {
-            Self::BadWait => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string()),
-            Self::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            Self::BadWait => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string())
+            }
+            Self::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", self.to_string())
+            }
             Self::Unavailable(err) => ApiError::unavailable("the database", &err),
         }
         .into_response()
@@ -128,7 +134,11 @@ pub async fn get(
     };
     let deadline = Instant::now() + wait;
     loop {
-        let record = state.store.get(id).await?.ok_or(GetTaskError::NotFound(id))?;
+        let record = state
+            .store
+            .get(id)
+            .await?
+            .ok_or(GetTaskError::NotFound(id))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if record.state.is_finished() || remaining.is_zero() {
             return Ok(Json(record));
@@ -154,7 +164,9 @@ pub enum ListTasksError {
 impl IntoResponse for ListTasksError {
     fn into_response(self) -> Response {
         match self {
-            Self::BadLimit => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string()),
+            Self::BadLimit => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string())
+            }
             Self::Unavailable(err) => ApiError::unavailable("the database", &err),
         }
         .into_response()

@@ -26,14 +26,22 @@ pub(crate) fn spawn_maintenance(
         every(stop.clone(), claim_idle / 3, core.clone(), refresh_claims),
         every(stop.clone(), PROMOTE_EVERY, core.clone(), promote_retries),
         every(stop.clone(), HEARTBEAT_EVERY, core.clone(), heartbeat),
-        every(stop.clone(), reconcile_period(claim_idle), core.clone(), move |c| {
-            exclusive(c, "reconcile", reconcile_period(claim_idle), reconcile)
-        }),
+        every(
+            stop.clone(),
+            reconcile_period(claim_idle),
+            core.clone(),
+            move |c| exclusive(c, "reconcile", reconcile_period(claim_idle), reconcile),
+        ),
         every(stop.clone(), PURGE_EVERY, core.clone(), |c| {
             exclusive(c, "purge", PURGE_EVERY, purge)
         }),
         every(stop, CONSUMER_CLEANUP_EVERY, core, |c| {
-            exclusive(c, "consumers", CONSUMER_CLEANUP_EVERY, remove_departed_consumers)
+            exclusive(
+                c,
+                "consumers",
+                CONSUMER_CLEANUP_EVERY,
+                remove_departed_consumers,
+            )
         }),
     ]
 }
@@ -71,10 +79,16 @@ where
     F: FnOnce(Arc<WorkerCore>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    match core.queue.try_lock_period(name, &core.consumer, period).await {
+    match core
+        .queue
+        .try_lock_period(name, &core.consumer, period)
+        .await
+    {
         Ok(true) => job(core).await,
         Ok(false) => {}
-        Err(err) => tracing::debug!(job = name, error = %err, "periodic job skipped: Redis unavailable"),
+        Err(err) => {
+            tracing::debug!(job = name, error = %err, "periodic job skipped: Redis unavailable")
+        }
     }
 }
 

@@ -128,7 +128,8 @@ mod tests {
 
     #[tokio::test]
     async fn wordcount_counts_case_insensitively() {
-        let spec = TaskSpec::parse("wordcount", &json!({"text": "The cat, the HAT; don't"})).unwrap();
+        let spec =
+            TaskSpec::parse("wordcount", &json!({"text": "The cat, the HAT; don't"})).unwrap();
         let result = spec.run().await.unwrap();
         assert_eq!(
             result,

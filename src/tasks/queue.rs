@@ -263,7 +263,12 @@ impl Queue {
     }
 
     /// Schedules a retry at `due_ms` and retires the current entry, atomically.
-    pub async fn schedule_retry(&self, task_id: Uuid, entry_id: &str, due_ms: i64) -> RedisResult<()> {
+    pub async fn schedule_retry(
+        &self,
+        task_id: Uuid,
+        entry_id: &str,
+        due_ms: i64,
+    ) -> RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
@@ -393,7 +398,12 @@ impl Queue {
     }
 
     /// Takes the lock of one periodic job for one period: exactly one worker gets `true` per period.
-    pub async fn try_lock_period(&self, job: &str, consumer: &str, period: Duration) -> RedisResult<bool> {
+    pub async fn try_lock_period(
+        &self,
+        job: &str,
+        consumer: &str,
+        period: Duration,
+    ) -> RedisResult<bool> {
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(format!("{}:{job}", self.keys.beat))

@@ -150,9 +150,12 @@ impl TaskStore {
 
     /// Removes a task that never reached Redis, so a failed enqueue leaves nothing behind.
     pub async fn delete_unsent(&self, id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query!("DELETE FROM tasks WHERE id = $1 AND stream_id IS NULL AND state = 'queued'", id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM tasks WHERE id = $1 AND stream_id IS NULL AND state = 'queued'",
+            id
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -250,7 +253,12 @@ impl TaskStore {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn mark_done(&self, id: Uuid, worker: &str, result: &Value) -> Result<bool, sqlx::Error> {
+    pub async fn mark_done(
+        &self,
+        id: Uuid,
+        worker: &str,
+        result: &Value,
+    ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query!(
             "UPDATE tasks SET state = 'done', result = $3, error = NULL, lease_until = NULL,
                               finished_at = now(), updated_at = now()

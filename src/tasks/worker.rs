@@ -46,7 +46,11 @@ fn consumer_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// `base · 2^(attempt-1)`, capped.
@@ -131,7 +135,14 @@ async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>) -> 
             continue;
         }
 
-        let fetched = fetch(&core, &mut blocking, &mut claim_cursor, &mut next_claim_scan, free).await;
+        let fetched = fetch(
+            &core,
+            &mut blocking,
+            &mut claim_cursor,
+            &mut next_claim_scan,
+            free,
+        )
+        .await;
         let deliveries = match fetched {
             Ok(deliveries) => {
                 backoff = Duration::from_millis(100);
@@ -156,7 +167,11 @@ async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>) -> 
         for delivery in deliveries {
             if *stop.borrow() {
                 // Received while stopping: give it straight back rather than start it.
-                if let Err(err) = core.queue.hand_back(delivery.task_id, &delivery.entry_id).await {
+                if let Err(err) = core
+                    .queue
+                    .hand_back(delivery.task_id, &delivery.entry_id)
+                    .await
+                {
                     tracing::warn!(error = %err, "could not hand back a delivery; it will be reclaimed");
                 }
                 continue;
@@ -200,7 +215,10 @@ async fn fetch(
         }
         *claim_cursor = cursor;
         if !claimed.is_empty() {
-            tracing::info!(count = claimed.len(), "took over tasks abandoned by another worker");
+            tracing::info!(
+                count = claimed.len(),
+                "took over tasks abandoned by another worker"
+            );
             return Ok(claimed);
         }
     }
@@ -312,7 +330,9 @@ async fn finish(
             ("retry", recorded, retired)
         }
         Err(error) => {
-            let recorded = store.mark_failed(task.id, &core.consumer, &error, None).await;
+            let recorded = store
+                .mark_failed(task.id, &core.consumer, &error, None)
+                .await;
             let retired = queue.bury(task.id, entry_id).await;
             tracing::error!(%error, attempts = task.attempts, "task dead");
             ("dead", recorded, retired)
@@ -320,8 +340,12 @@ async fn finish(
     };
     match recorded {
         Ok(true) => {}
-        Ok(false) => tracing::warn!("lease lost before the outcome was recorded; another worker owns the task"),
-        Err(err) => tracing::error!(error = %err, "could not record the outcome; the task will run again"),
+        Ok(false) => tracing::warn!(
+            "lease lost before the outcome was recorded; another worker owns the task"
+        ),
+        Err(err) => {
+            tracing::error!(error = %err, "could not record the outcome; the task will run again")
+        }
     }
     if let Err(err) = retired {
         tracing::warn!(error = %err, "could not retire the queue entry; a redelivery will be dropped");

@@ -30,12 +30,22 @@ async fn readyz_is_200_when_everything_is_up() {
 async fn readyz_is_503_naming_pending_migrations() {
     let shared = servers::shared();
     let unmigrated = create_database(&shared.postgres_admin_url, false).await;
-    let app = spawn_app_with(TestConfig::with_servers(unmigrated, shared.redis_url.clone())).await;
+    let app = spawn_app_with(TestConfig::with_servers(
+        unmigrated,
+        shared.redis_url.clone(),
+    ))
+    .await;
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["checks"]["postgres"], "ok");
-    assert!(body["checks"]["migrations"].as_str().unwrap().starts_with("pending"), "{body}");
+    assert!(
+        body["checks"]["migrations"]
+            .as_str()
+            .unwrap()
+            .starts_with("pending"),
+        "{body}"
+    );
 }
 
 /// A database that accepts TCP but never answers must not hang the probe.
@@ -55,7 +65,13 @@ async fn readyz_answers_within_a_second_when_postgres_hangs() {
     assert_eq!(response.status(), 503);
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     let body: Value = response.json().await.unwrap();
-    assert!(body["checks"]["postgres"].as_str().unwrap().starts_with("down"), "{body}");
+    assert!(
+        body["checks"]["postgres"]
+            .as_str()
+            .unwrap()
+            .starts_with("down"),
+        "{body}"
+    );
     assert_eq!(body["checks"]["redis"], "ok");
     drop(black_hole);
 }

@@ -41,14 +41,18 @@ pub async fn create_database(admin_url: &str, migrated: bool) -> String {
             TEMPLATES
                 .get_or_init(|| async {
                     let mut admin = PgConnection::connect(admin_url).await.expect("connect");
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {TEMPLATE_DB}")))
-                        .execute(&mut admin)
-                        .await
-                        .expect("drop old template");
-                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE_DB}")))
-                        .execute(&mut admin)
-                        .await
-                        .expect("create template");
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {TEMPLATE_DB}"
+                    )))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop old template");
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "CREATE DATABASE {TEMPLATE_DB}"
+                    )))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create template");
                     let pool = PgPool::connect(&database_url(admin_url, TEMPLATE_DB))
                         .await
                         .expect("connect template");
@@ -56,10 +60,12 @@ pub async fn create_database(admin_url: &str, migrated: bool) -> String {
                     pool.close().await;
                 })
                 .await;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")))
-                .execute(&mut admin)
-                .await
-                .expect("create test database");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
             return database_url(admin_url, &name);
         }
     }
@@ -181,7 +187,10 @@ impl TestApp {
         let response = self.post_task(kind, payload).await;
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.expect("json");
-        body["id"].as_str().and_then(|s| s.parse().ok()).expect("an id")
+        body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("an id")
     }
 
     pub async fn task(&self, id: Uuid) -> Value {
@@ -203,7 +212,10 @@ impl TestApp {
             if matches!(task["state"].as_str(), Some("done" | "dead")) {
                 return task;
             }
-            assert!(Instant::now() < deadline, "task {id} not finished within {timeout:?}: {task}");
+            assert!(
+                Instant::now() < deadline,
+                "task {id} not finished within {timeout:?}: {task}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

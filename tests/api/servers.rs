@@ -19,7 +19,10 @@ const INSTALL_HINT: &str = "the integration tests need PostgreSQL and Redis serv
 static LIVE: Mutex<Vec<(u32, Option<PathBuf>)>> = Mutex::new(Vec::new());
 
 extern "C" fn stop_everything() {
-    let live = LIVE.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+    let live = LIVE
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
     for (pid, dir) in live {
         // SIGINT is PostgreSQL's "fast" shutdown and a clean stop for redis-server.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
@@ -98,10 +101,10 @@ fn command(program: &Path, ids: Option<(u32, u32)>) -> Command {
     cmd.stdin(Stdio::null());
     unsafe {
         cmd.pre_exec(move || {
-            if let Some((uid, gid)) = ids {
-                if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if let Some((uid, gid)) = ids
+                && (libc::setgid(gid) != 0 || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             // After setuid, which would clear it: the server dies with the test process, even on a crash.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -152,8 +155,12 @@ pub struct TestPostgres {
 
 impl TestPostgres {
     pub fn start() -> Self {
-        let initdb = find_binary("initdb").unwrap_or_else(|| panic!("`initdb` not found: {INSTALL_HINT}"));
-        let bin = initdb.parent().expect("initdb has a directory").to_path_buf();
+        let initdb =
+            find_binary("initdb").unwrap_or_else(|| panic!("`initdb` not found: {INSTALL_HINT}"));
+        let bin = initdb
+            .parent()
+            .expect("initdb has a directory")
+            .to_path_buf();
         assert!(
             bin.join("postgres").is_file(),
             "`postgres` not found beside {}: {INSTALL_HINT}",
@@ -165,7 +172,15 @@ impl TestPostgres {
         let out = command(&initdb, ids)
             .args(["-D"])
             .arg(dir.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
@@ -198,11 +213,16 @@ impl TestPostgres {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=500",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=500",
             ])
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
@@ -218,7 +238,10 @@ impl TestPostgres {
             if text.contains("ready to accept connections") {
                 break;
             }
-            assert!(Instant::now() < deadline, "PostgreSQL never became ready; its log:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL never became ready; its log:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -332,7 +355,8 @@ pub fn shared() -> &'static SharedServers {
         std::thread::Builder::new()
             .name("test-servers".into())
             .spawn(move || {
-                let started = std::panic::catch_unwind(|| (TestPostgres::start(), TestRedis::start()));
+                let started =
+                    std::panic::catch_unwind(|| (TestPostgres::start(), TestRedis::start()));
                 match started {
                     Ok((pg, redis)) => {
                         let _ = tx.send(Ok((pg.admin_url(), redis.url())));

@@ -79,7 +79,10 @@ async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> V
     );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -94,31 +97,63 @@ async fn bad_task_input_gets_a_precise_4xx_and_writes_nothing() {
             .send()
     };
     let json_type = "application/json";
-    assert_error(post("{\"kind\": ".into(), json_type).await.unwrap(), 400, "malformed_json").await;
     assert_error(
-        post(r#"{"kind":"wordcount","payload":{"text":"x"}}"#.into(), "text/plain").await.unwrap(),
+        post("{\"kind\": ".into(), json_type).await.unwrap(),
+        400,
+        "malformed_json",
+    )
+    .await;
+    assert_error(
+        post(
+            r#"{"kind":"wordcount","payload":{"text":"x"}}"#.into(),
+            "text/plain",
+        )
+        .await
+        .unwrap(),
         415,
         "unsupported_media_type",
     )
     .await;
     let huge = json!({"kind": "wordcount", "payload": {"text": "x".repeat(4096)}}).to_string();
-    assert_error(post(huge, json_type).await.unwrap(), 413, "payload_too_large").await;
-    assert_error(post(r#"{"payload":{}}"#.into(), json_type).await.unwrap(), 422, "invalid_body").await;
+    assert_error(
+        post(huge, json_type).await.unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    assert_error(
+        post(r#"{"payload":{}}"#.into(), json_type).await.unwrap(),
+        422,
+        "invalid_body",
+    )
+    .await;
     let body = assert_error(
-        post(r#"{"kind":"mine-bitcoin","payload":{}}"#.into(), json_type).await.unwrap(),
+        post(r#"{"kind":"mine-bitcoin","payload":{}}"#.into(), json_type)
+            .await
+            .unwrap(),
         422,
         "unknown_kind",
     )
     .await;
     assert!(body["message"].as_str().unwrap().contains("wordcount"));
     assert_error(
-        post(r#"{"kind":"sleep","payload":{"ms":"soon"}}"#.into(), json_type).await.unwrap(),
+        post(
+            r#"{"kind":"sleep","payload":{"ms":"soon"}}"#.into(),
+            json_type,
+        )
+        .await
+        .unwrap(),
         422,
         "invalid_payload",
     )
     .await;
     assert_error(
-        post(r#"{"kind":"wordcount","payload":{"text":"a","extra":1}}"#.into(), json_type).await.unwrap(),
+        post(
+            r#"{"kind":"wordcount","payload":{"text":"a","extra":1}}"#.into(),
+            json_type,
+        )
+        .await
+        .unwrap(),
         422,
         "invalid_payload",
     )
@@ -130,12 +165,37 @@ async fn bad_task_input_gets_a_precise_4xx_and_writes_nothing() {
 async fn task_lookups_reject_bad_ids_and_queries() {
     let app = spawn_app().await;
     let get = |path: String| app.client.get(app.url(&path)).send();
-    assert_error(get("/api/tasks/not-a-uuid".into()).await.unwrap(), 400, "invalid_path").await;
+    assert_error(
+        get("/api/tasks/not-a-uuid".into()).await.unwrap(),
+        400,
+        "invalid_path",
+    )
+    .await;
     let unknown = uuid::Uuid::new_v4();
-    assert_error(get(format!("/api/tasks/{unknown}")).await.unwrap(), 404, "not_found").await;
-    assert_error(get(format!("/api/tasks/{unknown}?wait=99")).await.unwrap(), 400, "invalid_query").await;
-    assert_error(get("/api/tasks?limit=0".into()).await.unwrap(), 400, "invalid_query").await;
-    assert_error(get("/api/tasks?limit=abc".into()).await.unwrap(), 400, "invalid_query").await;
+    assert_error(
+        get(format!("/api/tasks/{unknown}")).await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        get(format!("/api/tasks/{unknown}?wait=99")).await.unwrap(),
+        400,
+        "invalid_query",
+    )
+    .await;
+    assert_error(
+        get("/api/tasks?limit=0".into()).await.unwrap(),
+        400,
+        "invalid_query",
+    )
+    .await;
+    assert_error(
+        get("/api/tasks?limit=abc".into()).await.unwrap(),
+        400,
+        "invalid_query",
+    )
+    .await;
     assert_error(get("/nowhere".into()).await.unwrap(), 404, "not_found").await;
 }
 
@@ -145,7 +205,10 @@ async fn long_poll_returns_when_the_task_finishes_or_the_wait_ends() {
     let id = app.enqueue("sleep", json!({"ms": 1})).await;
     let started = std::time::Instant::now();
     let task = app.task_with_wait(id, "0.3").await;
-    assert_eq!(task["state"], "queued", "no worker runs, so the wait ends first");
+    assert_eq!(
+        task["state"], "queued",
+        "no worker runs, so the wait ends first"
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
     let worker = app.spawn_worker().await;
     let task = app.task_with_wait(id, "10").await;

@@ -13,17 +13,28 @@ async fn a_failing_task_is_retried_with_backoff_then_dead_with_its_error() {
     let task = app.wait_finished(id, Duration::from_secs(15)).await;
     assert_eq!(task["state"], "dead", "{task}");
     assert_eq!(task["attempts"], 3, "TASK_MAX_ATTEMPTS is 3 in tests");
-    assert!(task["error"].as_str().unwrap().contains("always fails"), "{task}");
+    assert!(
+        task["error"].as_str().unwrap().contains("always fails"),
+        "{task}"
+    );
     assert!(task["result"].is_null());
     // Backoff: 100 ms then 200 ms between the three attempts.
-    let created = chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap()).unwrap();
-    let finished = chrono::DateTime::parse_from_rfc3339(task["finished_at"].as_str().unwrap()).unwrap();
-    assert!(finished - created >= chrono::Duration::milliseconds(300), "{task}");
+    let created =
+        chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap()).unwrap();
+    let finished =
+        chrono::DateTime::parse_from_rfc3339(task["finished_at"].as_str().unwrap()).unwrap();
+    assert!(
+        finished - created >= chrono::Duration::milliseconds(300),
+        "{task}"
+    );
 
     let settings = app.config.settings();
-    let queue = Queue::connect(secrecy::ExposeSecret::expose_secret(&settings.redis_url), &settings.queue.name)
-        .await
-        .unwrap();
+    let queue = Queue::connect(
+        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
+        &settings.queue.name,
+    )
+    .await
+    .unwrap();
     assert_eq!(queue.dead(10).await.unwrap(), vec![id.to_string()]);
     assert_eq!(queue.depth().await.unwrap(), 0, "nothing left queued");
     worker.stop().await;
@@ -42,7 +53,10 @@ async fn a_task_over_its_timeout_fails_like_an_error() {
     let id = app.enqueue("sleep", json!({"ms": 5000})).await;
     let task = app.wait_finished(id, Duration::from_secs(10)).await;
     assert_eq!(task["state"], "dead");
-    assert!(task["error"].as_str().unwrap().contains("timed out"), "{task}");
+    assert!(
+        task["error"].as_str().unwrap().contains("timed out"),
+        "{task}"
+    );
     worker.stop().await;
 }
 
@@ -68,7 +82,10 @@ async fn several_workers_share_the_queue_without_running_a_task_twice() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert!(runners >= 2, "work was not shared: {runners} worker(s) ran everything");
+    assert!(
+        runners >= 2,
+        "work was not shared: {runners} worker(s) ran everything"
+    );
     for worker in workers {
         worker.stop().await;
     }
@@ -78,9 +95,12 @@ async fn several_workers_share_the_queue_without_running_a_task_twice() {
 async fn a_periodic_job_runs_once_per_period_whatever_the_number_of_workers() {
     let app = spawn_app().await;
     let settings = app.config.settings();
-    let queue = Queue::connect(secrecy::ExposeSecret::expose_secret(&settings.redis_url), &settings.queue.name)
-        .await
-        .unwrap();
+    let queue = Queue::connect(
+        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
+        &settings.queue.name,
+    )
+    .await
+    .unwrap();
     let period = Duration::from_millis(300);
     assert!(queue.try_lock_period("job", "w1", period).await.unwrap());
     assert!(!queue.try_lock_period("job", "w2", period).await.unwrap());
@@ -106,9 +126,12 @@ async fn the_worker_purges_old_finished_tasks_and_writes_its_heartbeat() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let settings = app.config.settings();
-    let queue = Queue::connect(secrecy::ExposeSecret::expose_secret(&settings.redis_url), &settings.queue.name)
-        .await
-        .unwrap();
+    let queue = Queue::connect(
+        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
+        &settings.queue.name,
+    )
+    .await
+    .unwrap();
     let beat = queue.last_heartbeat().await.unwrap().expect("a heartbeat");
     assert!(app::tasks::queue::now_ms() - beat < 5_000);
     worker.stop().await;
@@ -123,7 +146,10 @@ async fn a_stopped_worker_stops_taking_work() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.task(id).await["state"], "queued");
     let next = app.spawn_worker().await;
-    assert_eq!(app.wait_finished(id, Duration::from_secs(10)).await["state"], "done");
+    assert_eq!(
+        app.wait_finished(id, Duration::from_secs(10)).await["state"],
+        "done"
+    );
     next.stop().await;
 }
 
@@ -136,7 +162,10 @@ async fn tasks_enqueued_before_any_worker_existed_are_delivered() {
     ];
     let worker = app.spawn_worker().await;
     for id in ids {
-        assert_eq!(app.wait_finished(id, Duration::from_secs(10)).await["state"], "done");
+        assert_eq!(
+            app.wait_finished(id, Duration::from_secs(10)).await["state"],
+            "done"
+        );
     }
     worker.stop().await;
 }
