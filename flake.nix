@@ -129,7 +129,7 @@
                 version
                 nixfmt
                 ;
-              inherit (compose) composeSrc composeSecrets;
+              inherit (compose) composeSrc;
             }
             // {
               inherit static;
