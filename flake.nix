@@ -79,7 +79,7 @@
               '';
 
           compose = import ./nix/compose.nix { inherit lib pkgs; };
-          # The formatter of `nix fmt`, the nix-format check and CI (.ci/nix-checks.sh):
+          # The formatter of `nix fmt` (below), the nix-format check and CI (.ci/nix-checks.sh):
           # nixfmt-rs, byte-identical to nixfmt (the official style), and on crates.io.
           nixfmt = pkgs.nixfmt-rs;
 
@@ -184,7 +184,17 @@
             ];
           };
 
-          formatter = nixfmt;
+          # `nix fmt` with no path passes none (Nix >= 2.25) and a bare nixfmt would read
+          # stdin, so default to the current directory (nixfmt-rs walks it for *.nix files,
+          # skipping git-ignored ones).
+          formatter = pkgs.writeShellApplication {
+            name = "nix-fmt";
+            runtimeInputs = [ nixfmt ];
+            text = ''
+              if [ "$#" -eq 0 ]; then set -- .; fi
+              exec nixfmt "$@"
+            '';
+          };
         };
 
       outputs = lib.genAttrs systems perSystem;

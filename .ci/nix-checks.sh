@@ -9,9 +9,10 @@
 #      same formatter as the flake's `formatter` output and its nix-format check);
 #   4. no dead code in them (deadnix --fail).
 #
-# Installs what is missing: nix-bin (Debian) for nix-instantiate; nixfmt-rs and deadnix with
-# `cargo install --locked` at the versions below. Prints one timing line per step; runs every
-# step, then exits non-zero if any failed. Run from anywhere inside the repository.
+# Installs what is missing: python3 and nix-bin (Debian) for check-flake-lock and
+# nix-instantiate; nixfmt-rs and deadnix with `cargo install --locked` at the versions below.
+# Prints one timing line per step; runs every step, then exits non-zero if any failed.
+# Run from anywhere inside the repository.
 set -uo pipefail
 
 NIXFMT_VERSION=0.5.3  # crate nixfmt_rs, binary nixfmt
@@ -23,7 +24,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 failed=()
 
-# step NAME COMMAND...: runs the command, prints "nix-checks: NAME ok|FAILED (N.Ns)".
+# step NAME COMMAND...: runs the command, prints "nix-checks: NAME ok|FAILED <seconds>".
 step() {
   local name=$1 start status ms
   shift
@@ -40,12 +41,18 @@ step() {
   return "$status"
 }
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# apt_install PACKAGE...: from the package lists as they are, else after an update.
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+}
+
 install_tools() {
-  if ! command -v nix-instantiate >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq nix-bin >/dev/null 2>&1 \
-      || { apt-get update -qq && apt-get install -y -qq nix-bin >/dev/null; } || return 1
-  fi
+  # python3 runs check-flake-lock; nix-bin brings nix-instantiate.
+  command -v python3 >/dev/null || apt_install python3 || return 1
+  command -v nix-instantiate >/dev/null || apt_install nix-bin || return 1
   # nixfmt-rs prints "nixfmt-rs X.Y.Z"; another nixfmt (the Haskell one) is not accepted, so
   # that the check here is the one the flake runs.
   if [ "$(nixfmt --version 2>/dev/null)" != "nixfmt-rs $NIXFMT_VERSION" ]; then

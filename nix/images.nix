@@ -35,7 +35,7 @@ let
       root:x:0:
       ${u.group}:x:${toString u.gid}:
       EOF
-      # /etc/hosts (written by Docker) before DNS, as glibc would do without this file too.
+      # /etc/hosts (written by Docker) first, then DNS (Docker's resolver knows the service names).
       echo 'hosts: files dns' > $out/etc/nsswitch.conf
       ${extra}
     '';

@@ -32,6 +32,8 @@ let
   commonArgs = {
     inherit src;
     strictDeps = true;
+    # As in crane's quick-start: some crates link libiconv on macOS.
+    buildInputs = lib.optionals pkgs.stdenv.hostPlatform.isDarwin [ pkgs.libiconv ];
     # The sqlx query macros check against the committed .sqlx data, never a live database.
     env.SQLX_OFFLINE = "true";
   };
