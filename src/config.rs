@@ -61,7 +61,7 @@ impl Default for QueueSettings {
             concurrency: 4,
             max_attempts: 5,
             retry_base: Duration::from_millis(1000),
-            claim_idle: Duration::from_millis(15_000),
+            claim_idle: Duration::from_millis(10_000),
             task_timeout: Duration::from_secs(120),
             retention: Duration::from_secs(168 * 3600),
         }
@@ -262,12 +262,28 @@ impl Settings {
     }
 }
 
-/// Replaces the password of a URL with `***`, for display. Unparsable input is hidden entirely.
+/// Replaces the password of a URL with `***`, for display, also one given as a query parameter
+/// (`?password=…`, which sqlx accepts). Unparsable input is hidden entirely.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
+            }
+            let secret_key = |k: &str| k.to_ascii_lowercase().contains("password");
+            if url.query_pairs().any(|(k, _)| secret_key(&k)) {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret_key(&k) {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
             }
             url.to_string()
         }
@@ -293,6 +309,8 @@ fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
             }
             url
         }
+        // Set but unusable (both forms, unreadable file): already reported.
+        None if env.is_set("DATABASE_URL") => SecretString::from(String::new()),
         None => match password {
             Some(password) => {
                 let mut url = url::Url::parse("postgres://localhost").expect("static URL parses");
@@ -307,10 +325,12 @@ fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
                 SecretString::from(url.to_string())
             }
             None => {
-                env.problem(
-                    "POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is required unless DATABASE_URL is set"
-                        .into(),
-                );
+                if !env.is_set("POSTGRES_PASSWORD") {
+                    env.problem(
+                        "POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is required unless DATABASE_URL is set"
+                            .into(),
+                    );
+                }
                 SecretString::from(String::new())
             }
         },
@@ -362,7 +382,9 @@ fn secret_key(env: &mut Env<'_>, debug: bool) -> SecretString {
         Some(key) => key,
         None if debug => SecretString::from(DEVELOPMENT_SECRET_KEY),
         None => {
-            env.problem("SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG=false".into());
+            if !env.is_set("SECRET_KEY") {
+                env.problem("SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG=false".into());
+            }
             SecretString::from(String::new())
         }
     }
@@ -382,6 +404,12 @@ impl Env<'_> {
     /// The value of a non-secret variable; empty counts as unset (compose env files often say `X=`).
     fn string(&self, name: &str) -> Option<String> {
         (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Whether `NAME` or `NAME_FILE` is set. A secret that is set but unusable was reported by [`Env::secret`]
+    /// already, so it must not be reported again as missing.
+    fn is_set(&self, name: &str) -> bool {
+        self.string(name).is_some() || self.string(&format!("{name}_FILE")).is_some()
     }
 
     /// A secret from `NAME` or from the file named by `NAME_FILE`; never quoted in a problem.

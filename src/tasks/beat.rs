@@ -79,9 +79,12 @@ where
     F: FnOnce(Arc<WorkerCore>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    // A little shorter than the period: a lock of exactly one period, taken a few ms after a tick, is still held
+    // at this worker's next tick, so a lone worker would run the job only every other period.
+    let lock_for = period - period / 10;
     match core
         .queue
-        .try_lock_period(name, &core.consumer, period)
+        .try_lock_period(name, &core.consumer, lock_for)
         .await
     {
         Ok(true) => job(core).await,

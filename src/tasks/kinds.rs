@@ -52,6 +52,13 @@ impl TaskSpec {
             kind: &'static str,
             payload: &Value,
         ) -> Result<T, InvalidTask> {
+            // serde would also fill a struct from an array (`[]`, `["text"]`): only an object is a payload.
+            if !payload.is_object() {
+                return Err(InvalidTask::InvalidPayload {
+                    kind,
+                    reason: "the payload must be a JSON object".into(),
+                });
+            }
             T::deserialize(payload).map_err(|e| InvalidTask::InvalidPayload {
                 kind,
                 reason: e.to_string(),

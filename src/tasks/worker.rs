@@ -93,11 +93,13 @@ impl Worker {
 
         let intake = tokio::spawn(intake_loop(core.clone(), intake_stopped));
         shutdown.await;
+        // The budget counts from the signal, not from when intake noticed it (a blocking read ends first).
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
         tracing::info!("shutdown requested: no new tasks are taken");
         let _ = stop_intake.send(true);
         let mut running = intake.await?;
 
-        let drained = tokio::time::timeout(shutdown_timeout, async {
+        let drained = tokio::time::timeout_at(deadline, async {
             while running.join_next().await.is_some() {}
         })
         .await;

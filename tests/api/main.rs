@@ -7,3 +7,6 @@ mod health;
 mod page;
 mod tasks_api;
 mod worker;
+
+mod outage;
+mod process;
