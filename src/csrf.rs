@@ -2,7 +2,7 @@
 //! as a hidden field (signed double submit). A token is accepted when both copies match, the signature is ours
 //! and it is not older than [`TOKEN_LIFETIME_SECS`].
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 

@@ -194,14 +194,7 @@ impl TestApp {
     }
 
     pub async fn task(&self, id: Uuid) -> Value {
-        self.client
-            .get(self.url(&format!("/api/tasks/{id}")))
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("json")
+        self.task_with_wait(id, "0").await
     }
 
     /// Polls until the task is `done` or `dead`, or panics after `timeout`.
@@ -261,14 +254,20 @@ impl WorkerHandle {
     }
 }
 
-pub async fn spawn_worker(config: &TestConfig) -> WorkerHandle {
+/// A connection to the queue of the test's settings (its own key prefix).
+pub async fn queue_of(config: &TestConfig) -> Queue {
     let settings = config.settings();
-    let queue = Queue::connect(
+    Queue::connect(
         secrecy::ExposeSecret::expose_secret(&settings.redis_url),
         &settings.queue.name,
     )
     .await
-    .expect("queue connects");
+    .expect("queue connects")
+}
+
+pub async fn spawn_worker(config: &TestConfig) -> WorkerHandle {
+    let settings = config.settings();
+    let queue = queue_of(config).await;
     let pool = app::db::pool(&settings);
     let worker = Worker::new(TaskStore::new(pool), queue, settings.queue.clone());
     let consumer = worker.consumer().to_string();

@@ -104,13 +104,7 @@ where
 }
 
 async fn queue_of(app: &TestApp) -> Queue {
-    let settings = app.config.settings();
-    Queue::connect(
-        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
-        &settings.queue.name,
-    )
-    .await
-    .expect("queue connects")
+    crate::helpers::queue_of(&app.config).await
 }
 
 async fn states(app: &TestApp, ids: &[Uuid]) -> Vec<(String, i32)> {

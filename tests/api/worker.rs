@@ -1,9 +1,8 @@
 use std::time::Duration;
 
-use app::tasks::Queue;
 use serde_json::json;
 
-use crate::helpers::{TestConfig, spawn_app, spawn_app_with, spawn_worker};
+use crate::helpers::{TestConfig, queue_of, spawn_app, spawn_app_with, spawn_worker};
 
 #[tokio::test]
 async fn a_failing_task_is_retried_with_backoff_then_dead_with_its_error() {
@@ -28,13 +27,7 @@ async fn a_failing_task_is_retried_with_backoff_then_dead_with_its_error() {
         "{task}"
     );
 
-    let settings = app.config.settings();
-    let queue = Queue::connect(
-        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
-        &settings.queue.name,
-    )
-    .await
-    .unwrap();
+    let queue = queue_of(&app.config).await;
     assert_eq!(queue.dead(10).await.unwrap(), vec![id.to_string()]);
     assert_eq!(queue.depth().await.unwrap(), 0, "nothing left queued");
     worker.stop().await;
@@ -94,13 +87,7 @@ async fn several_workers_share_the_queue_without_running_a_task_twice() {
 #[tokio::test]
 async fn a_periodic_job_runs_once_per_period_whatever_the_number_of_workers() {
     let app = spawn_app().await;
-    let settings = app.config.settings();
-    let queue = Queue::connect(
-        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
-        &settings.queue.name,
-    )
-    .await
-    .unwrap();
+    let queue = queue_of(&app.config).await;
     let period = Duration::from_millis(300);
     assert!(queue.try_lock_period("job", "w1", period).await.unwrap());
     assert!(!queue.try_lock_period("job", "w2", period).await.unwrap());
@@ -125,13 +112,7 @@ async fn the_worker_purges_old_finished_tasks_and_writes_its_heartbeat() {
         assert!(std::time::Instant::now() < deadline, "old task not purged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let settings = app.config.settings();
-    let queue = Queue::connect(
-        secrecy::ExposeSecret::expose_secret(&settings.redis_url),
-        &settings.queue.name,
-    )
-    .await
-    .unwrap();
+    let queue = queue_of(&app.config).await;
     let beat = queue.last_heartbeat().await.unwrap().expect("a heartbeat");
     assert!(app::tasks::queue::now_ms() - beat < 5_000);
     worker.stop().await;
