@@ -11,6 +11,8 @@
 #   STANDIN_TAG     tag of the app and httpd stand-ins     (default: the version in Cargo.toml)
 #   POSTGRES_IMAGE  name:tag of the postgres stand-in      (default docker-sample-test/postgres:15)
 #   REDIS_IMAGE     name:tag of the redis stand-in         (default docker-sample-test/redis:7)
+#   E2E_REAL_IMAGES=1  no stand-ins for app and httpd: tag the images the flake built and `docker load`ed
+#                   (docker-sample/app:<version>, docker-sample/httpd:<version>) as STANDIN_TAG instead
 #
 # Images:
 #   docker-sample/app:TAG    applayer, laid out exactly as nix/image.json says (user, entrypoint, cmd, env, ports,
@@ -99,8 +101,19 @@ import_rootfs() { # ROOT REF CHANGES...
     echo "standins: built $ref ($(du -sh "$root" | cut -f1))"
 }
 
+# E2E_REAL_IMAGES=1: the flake's image, already loaded, under the tag the suite uses (removing that tag later
+# leaves the loaded image alone).
+use_loaded() { # SECTION of nix/image.json
+    local image; image=$(json "$1.image")
+    docker image inspect "$image:$version" >/dev/null 2>&1 \
+        || { echo "standins: $image:$version is not loaded (nix run .#load)" >&2; exit 1; }
+    docker tag "$image:$version" "$image:$STANDIN_TAG"
+    echo "standins: using the loaded $image:$version as $image:$STANDIN_TAG"
+}
+
 build_app() {
     local root=$1 uid gid name group home
+    if [ "${E2E_REAL_IMAGES:-0}" = 1 ]; then use_loaded app; return; fi
     uid=$(json app.user.uid); gid=$(json app.user.gid); name=$(json app.user.name)
     group=$(json app.user.group); home=$(json app.user.home)
     base_rootfs "$root"
@@ -119,6 +132,7 @@ build_app() {
 
 build_httpd() {
     local root=$1 uid gid name group home static
+    if [ "${E2E_REAL_IMAGES:-0}" = 1 ]; then use_loaded static; return; fi
     uid=$(json static.user.uid); gid=$(json static.user.gid); name=$(json static.user.name)
     group=$(json static.user.group); home=$(json static.user.home); static=$(json static.static_root)
     base_rootfs "$root"
@@ -284,7 +298,7 @@ build)
     trap 'rm -rf "$work"' EXIT
     for t in "${targets[@]}"; do
         case $t in
-            app|httpd) [ -x "$APP_BIN" ] || { echo "standins: $APP_BIN not found: cargo build --release --bin app" >&2; exit 1; } ;;
+            app|httpd) [ "${E2E_REAL_IMAGES:-0}" = 1 ] || [ -x "$APP_BIN" ] || { echo "standins: $APP_BIN not found: cargo build --release --bin app" >&2; exit 1; } ;;
         esac
         mkdir -p "$work/$t"
         "build_$t" "$work/$t"
