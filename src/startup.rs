@@ -125,11 +125,12 @@ impl Application {
             .into_future(),
         );
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stopping_tx.send(true);
-        });
+        let server = axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = stopping_tx.send(true);
+            });
         let mut server = tokio::spawn(server.into_future());
         let deadline = async {
             let _ = stopping.wait_for(|s| *s).await;

@@ -12,11 +12,13 @@ use super::extract::ApiForm;
 use super::health::CHECK_BUDGET;
 use super::request_id::RequestId;
 use crate::csrf::{COOKIE_NAME, CsrfError};
-use crate::db;
+use crate::db::{self, DbFacts};
 use crate::state::AppState;
-use crate::tasks::{self, EnqueueError, InvalidTask, TaskRecord, TaskSpec, queue::now_ms};
+use crate::tasks::store::TaskSummary;
+use crate::tasks::{self, EnqueueError, InvalidTask, TaskSpec, queue::now_ms};
 
 const RECENT_TASKS: i64 = 10;
+const DB_FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct TaskRow {
     pub id: String,
@@ -28,8 +30,8 @@ pub struct TaskRow {
     pub error: String,
 }
 
-impl From<TaskRecord> for TaskRow {
-    fn from(t: TaskRecord) -> Self {
+impl From<TaskSummary> for TaskRow {
+    fn from(t: TaskSummary) -> Self {
         Self {
             short_id: t.id.to_string()[..8].to_string(),
             id: t.id.to_string(),
@@ -92,18 +94,40 @@ fn check<T>(
     }
 }
 
+/// The server version and migration state change only with a deploy: cached for [`DB_FACTS_TTL`].
+async fn cached_db_facts(state: &AppState) -> Result<DbFacts, sqlx::Error> {
+    let cached = state
+        .db_facts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(facts) = cached.filter(|f| f.fetched.elapsed() < DB_FACTS_TTL) {
+        return Ok(facts);
+    }
+    let facts = db::facts(&state.pool).await?;
+    *state.db_facts.lock().unwrap_or_else(|p| p.into_inner()) = Some(facts.clone());
+    Ok(facts)
+}
+
 /// `GET /`: every dependency is asked concurrently with a deadline, so a down service shows as such instead of
 /// hanging the page.
 pub async fn status_page(State(state): State<AppState>) -> Response {
-    let pg_version = sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&state.pool);
-    let (version, migrations, recent, redis, heartbeat, depth) = tokio::join!(
-        within(pg_version),
-        within(db::migration_state(&state.pool)),
-        within(state.store.recent(RECENT_TASKS)),
-        within(state.queue.ping()),
-        within(state.queue.last_heartbeat()),
-        within(state.queue.depth()),
+    // One PostgreSQL query (the recent tasks, which also proves PostgreSQL answers) and one Redis round trip per
+    // page; the server version and the migration state change only with a deploy and are cached for 10 s.
+    let (meta, recent, redis) = tokio::join!(
+        within(cached_db_facts(&state)),
+        within(state.store.recent_summaries(RECENT_TASKS)),
+        within(state.queue.status()),
     );
+    let (version, migrations) = match (&recent, meta) {
+        (Err(e), _) => (Err(e.clone()), Err("unknown".to_string())),
+        (Ok(_), Ok(facts)) => (Ok(facts.version), Ok(facts.migrations)),
+        (Ok(_), Err(e)) => (Err(e.clone()), Err(e)),
+    };
+    let (redis, heartbeat, depth) = match redis {
+        Ok((hb, depth)) => (Ok(()), Ok(hb), Ok(depth)),
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e)),
+    };
     let now = now_ms();
     let worker = match heartbeat {
         Ok(Some(at)) if now - at < 30_000 => {
@@ -199,6 +223,9 @@ impl IntoResponse for EnqueueFormError {
                 ApiError::unavailable("the database", &err)
             }
             Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
+            Self::Unavailable(err @ EnqueueError::Interrupted) => {
+                ApiError::unavailable("the queue", &err)
+            }
         }
         .into_response()
     }

@@ -54,6 +54,9 @@ impl IntoResponse for CreateTaskError {
                 ApiError::unavailable("the database", &err)
             }
             Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
+            Self::Unavailable(err @ EnqueueError::Interrupted) => {
+                ApiError::unavailable("the queue", &err)
+            }
         }
         .into_response()
     }

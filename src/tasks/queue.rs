@@ -139,6 +139,21 @@ impl Queue {
             .await
     }
 
+    /// Last worker heartbeat and queue depth in one round trip (the status page).
+    pub async fn status(&self) -> RedisResult<(Option<i64>, u64)> {
+        let mut conn = self.conn.clone();
+        let (beats, stream, retry): (Vec<i64>, u64, u64) = redis::pipe()
+            .cmd("HVALS")
+            .arg(&self.keys.heartbeats)
+            .cmd("XLEN")
+            .arg(&self.keys.stream)
+            .cmd("ZCARD")
+            .arg(&self.keys.retry)
+            .query_async(&mut conn)
+            .await?;
+        Ok((beats.into_iter().max(), stream + retry))
+    }
+
     /// Tasks waiting or running (stream entries are deleted when finished) plus scheduled retries.
     pub async fn depth(&self) -> RedisResult<u64> {
         let mut conn = self.conn.clone();

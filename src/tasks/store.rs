@@ -60,6 +60,17 @@ pub struct TaskRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// The columns the status page shows (no jsonb payload or result to transfer and decode).
+#[derive(Debug, Clone)]
+pub struct TaskSummary {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: TaskState,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub error: Option<String>,
+}
+
 /// A task a worker has just started (its lease is held).
 #[derive(Debug, Clone)]
 pub struct StartedTask {
@@ -177,6 +188,18 @@ impl TaskStore {
             TaskRecord,
             r#"SELECT id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
                       result, error, request_id, run_at, created_at, updated_at, started_at, finished_at
+               FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Newest first, only what the status page shows.
+    pub async fn recent_summaries(&self, limit: i64) -> Result<Vec<TaskSummary>, sqlx::Error> {
+        sqlx::query_as!(
+            TaskSummary,
+            r#"SELECT id, kind, state AS "state: TaskState", attempts, created_at, error
                FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
             limit
         )

@@ -268,7 +268,7 @@ pub async fn queue_of(config: &TestConfig) -> Queue {
 pub async fn spawn_worker(config: &TestConfig) -> WorkerHandle {
     let settings = config.settings();
     let queue = queue_of(config).await;
-    let pool = app::db::pool(&settings);
+    let pool = app::db::worker_pool(&settings);
     let worker = Worker::new(TaskStore::new(pool), queue, settings.queue.clone());
     let consumer = worker.consumer().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
