@@ -139,7 +139,7 @@ impl Queue {
             .await
     }
 
-    /// Last worker heartbeat and queue depth in one round trip (the status page).
+    /// Last worker heartbeat and queue depth (see [`Queue::depth`]) in one round trip (the status page).
     pub async fn status(&self) -> RedisResult<(Option<i64>, u64)> {
         let mut conn = self.conn.clone();
         let (beats, stream, retry): (Vec<i64>, u64, u64) = redis::pipe()
@@ -156,15 +156,7 @@ impl Queue {
 
     /// Tasks waiting or running (stream entries are deleted when finished) plus scheduled retries.
     pub async fn depth(&self) -> RedisResult<u64> {
-        let mut conn = self.conn.clone();
-        let (stream, retry): (u64, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(&self.keys.stream)
-            .cmd("ZCARD")
-            .arg(&self.keys.retry)
-            .query_async(&mut conn)
-            .await?;
-        Ok(stream + retry)
+        Ok(self.status().await?.1)
     }
 
     /// New entries for `consumer`, waiting up to `block` for one to arrive.

@@ -55,6 +55,15 @@ fn unregister(pid: u32) {
     }
 }
 
+/// Stops a server with `signal` and waits until it is gone; the exit hook then forgets it.
+fn stop_child(child: &mut Option<Child>, signal: i32) {
+    if let Some(mut child) = child.take() {
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let _ = child.wait();
+        unregister(child.id());
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -248,14 +257,7 @@ impl TestPostgres {
 
     /// Fast shutdown (SIGINT), waiting until the process is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let _ = child.wait();
-            unregister(child.id());
-            if let Ok(mut live) = LIVE.lock() {
-                live.retain(|(_, d)| d.as_deref() != Some(self.dir.as_path()));
-            }
-        }
+        stop_child(&mut self.child, libc::SIGINT);
     }
 
     pub fn admin_url(&self) -> String {
@@ -311,14 +313,7 @@ impl TestRedis {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
-            unregister(child.id());
-            if let Ok(mut live) = LIVE.lock() {
-                live.retain(|(_, d)| d.as_deref() != Some(self.dir.as_path()));
-            }
-        }
+        stop_child(&mut self.child, libc::SIGKILL);
     }
 
     pub fn url(&self) -> String {
