@@ -83,14 +83,15 @@ echo "e2e.sh: $(docker compose version)"
 timing "compose v2"
 
 # ---- the suite -------------------------------------------------------------------------------------------------------
-bash tests/e2e/run.sh 2>&1 | tee /tmp/e2e-run.log
+run_log=$(mktemp /tmp/e2e-run.XXXXXX.log)
+bash tests/e2e/run.sh 2>&1 | tee "$run_log"
 rc=${PIPESTATUS[0]}
 timing "tests/e2e/run.sh"
 stop_dockerd
 timing "stop what was started"
 awk -v a="$t_all" -v b="$(date +%s.%N)" 'BEGIN{printf "e2e.sh: %-32s %6.1f s\n", "total", b-a}'
 # The suite's closing line, last, for whoever reads the end of the log.
-summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' /tmp/e2e-run.log | tail -n1)
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$run_log" | tail -n1)
 echo "${summary:-0 passed, 1 failed}"
 [ -n "$summary" ] || rc=1
 exit "$rc"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark harness (issue 5); run it through bench/run.sh. Python 3 standard library only.
+"""The benchmark harness; run it through bench/run.sh. Python 3 standard library only.
 
 It starts everything itself, on 127.0.0.1 with free ports, in one temporary directory removed at exit:
 PostgreSQL 15 (initdb; as a non-root user when run as root), Redis (append-only, fsync every second, as the live
@@ -884,7 +884,7 @@ def report(results):
                      f"{pg['task_updates']} updates ({pg['task_hot_updates']} HOT), {pg['autovacuums']} autovacuums")
     lines.append(f"sizes    release binary {fmt_mib(z['binary'])}; stand-in app image {image}")
     lines.append("")
-    lines.append("targets (issue 5; judged on the default RUST_LOG=info rows)")
+    lines.append("targets (judged on the default RUST_LOG=info rows)")
     for t in results["targets"]:
         lines.append(f"  {t['verdict']:<4}  {t['target']:<44} {t['measured']}")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark (issue 5): starts its own PostgreSQL, Redis, the release `app serve` + `app tasks` and Debian's
+# The benchmark: starts its own PostgreSQL, Redis, the release `app serve` + `app tasks` and Debian's
 # nginx with nix/nginx.conf, all on loopback with free ports, measures with wrk, prints one table and writes JSON.
 #
 #   bench/run.sh                          full run (about 4 minutes), JSON to bench/results/latest.json

@@ -1,0 +1,263 @@
+"""What every e2e phase shares: the settings run.sh passes, PASS/FAIL accounting, HTTP and Docker helpers, load.
+
+Environment (set by run.sh): E2E_REPO, E2E_DEV_PROJECT, E2E_LIVE_PROJECT, E2E_DEV_PORT, E2E_LIVE_PORT, E2E_TAG,
+E2E_TAG_NEXT, E2E_STATIC_DIR (collectstatic output, for manifest.json), E2E_LOG_DIR, SECRETS_DIR, POSTGRES_IMAGE,
+REDIS_IMAGE, E2E_PHASES (default "dev live").
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import threading
+import time
+
+ENV = os.environ
+REPO = ENV["E2E_REPO"]
+DEV_FILE = os.path.join(REPO, "compose", "dev.yml")
+LIVE_FILE = os.path.join(REPO, "compose", "live.yml")
+DEV_PROJECT = ENV["E2E_DEV_PROJECT"]
+LIVE_PROJECT = ENV["E2E_LIVE_PROJECT"]
+DEV_PORT = int(ENV["E2E_DEV_PORT"])
+LIVE_PORT = int(ENV["E2E_LIVE_PORT"])
+TAG = ENV["E2E_TAG"]
+TAG_NEXT = ENV.get("E2E_TAG_NEXT", "")
+STATIC_DIR = ENV["E2E_STATIC_DIR"]
+LOG_DIR = ENV.get("E2E_LOG_DIR", "/tmp")
+SECRETS_DIR = ENV["SECRETS_DIR"]
+PHASES = ENV.get("E2E_PHASES", "dev live").split()
+T0 = time.monotonic()
+
+passed = 0
+failed = 0
+
+
+def log(msg):
+    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+    print(f"{'PASS' if ok else 'FAIL'}: {name}" + (f" -- {detail}" if detail else ""), flush=True)
+    return ok
+
+
+class Resp:
+    def __init__(self, status=None, headers=None, body=b"", error=None, elapsed=0.0):
+        self.status, self.headers, self.body, self.error, self.elapsed = status, headers or {}, body, error, elapsed
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def __repr__(self):
+        if self.error:
+            return f"<error {self.error}>"
+        return f"<{self.status} {self.body[:160]!r}>"
+
+
+def request(port, method, path, body=None, headers=None, host=None, timeout=40.0):
+    """One HTTP/1.1 request to 127.0.0.1:port with full control of the Host header. Never raises."""
+    h = {"Host": host if host is not None else f"localhost:{port}"}
+    h.update(headers or {})
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    if isinstance(body, str):
+        body = body.encode()
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        try:
+            conn.request(method, path, body=body, headers=h)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer (413) before the whole body is sent: read that answer below
+        r = conn.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data, elapsed=time.monotonic() - started)
+    except (OSError, http.client.HTTPException) as e:
+        return Resp(error=f"{type(e).__name__}: {e}", elapsed=time.monotonic() - started)
+    finally:
+        conn.close()
+
+
+def wait_http(port, path, want=200, timeout=60.0, host=None):
+    """Poll until path answers `want`; returns seconds waited or None."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        r = request(port, "GET", path, host=host, timeout=5)
+        if r.status == want:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    return None
+
+
+def post_task(port, kind, payload, rid=None):
+    headers = {"X-Request-Id": rid} if rid else {}
+    return request(port, "POST", "/api/tasks", {"kind": kind, "payload": payload}, headers=headers)
+
+
+def get_task(port, task_id, wait=None):
+    path = f"/api/tasks/{task_id}" + (f"?wait={wait}" if wait else "")
+    return request(port, "GET", path, timeout=(wait or 0) + 15)
+
+
+def wait_tasks_done(port, ids, timeout):
+    """Long-poll every task until done/dead or timeout; returns {id: task json or None}."""
+    deadline = time.monotonic() + timeout
+    result = {}
+    for tid in ids:
+        task = None
+        while time.monotonic() < deadline:
+            left = max(1, min(25, int(deadline - time.monotonic())))
+            r = get_task(port, tid, wait=left)
+            task = r.json() if r.status == 200 else None
+            if task and task.get("state") in ("done", "dead"):
+                break
+            time.sleep(0.5)
+        result[tid] = task
+    return result
+
+
+def run(cmd, timeout=600, env=None, check_rc=False):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check_rc and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-800:]}")
+    return p
+
+
+def compose_env(extra=None):
+    env = dict(ENV)
+    env.pop("STATIC_DIR", None)  # compose/dev.yml passes STATIC_DIR through from the shell
+    env.update(extra or {})
+    return env
+
+
+class Stack:
+    def __init__(self, project, file, env):
+        self.project, self.file, self.env = project, file, env
+
+    def compose(self, *args, timeout=600, env_extra=None):
+        env = dict(self.env)
+        env.update(env_extra or {})
+        return run(["docker", "compose", "-p", self.project, "-f", self.file, *args], timeout=timeout, env=env)
+
+    def containers(self, service=None, all_=True):
+        cmd = ["docker", "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.project}"]
+        if all_:
+            cmd.insert(2, "-a")
+        if service:
+            cmd += ["--filter", f"label=com.docker.compose.service={service}"]
+        return [c for c in run(cmd).stdout.split() if c]
+
+    def container(self, service):
+        ids = self.containers(service)
+        if not ids:
+            raise RuntimeError(f"no container for service {service}")
+        return ids[0]
+
+    def logs(self, service=None):
+        args = ["logs", "--no-color", "--no-log-prefix"] + ([service] if service else [])
+        p = self.compose(*args, timeout=120)
+        return p.stdout + p.stderr
+
+    def save_logs(self, label):
+        path = os.path.join(LOG_DIR, f"{label}.log")
+        p = self.compose("logs", "--no-color", "--timestamps", timeout=120)
+        with open(path, "w") as f:
+            f.write(p.stdout + p.stderr)
+        return path
+
+
+def inspect(cid):
+    return json.loads(run(["docker", "inspect", cid], check_rc=True).stdout)[0]
+
+
+def short(cid):
+    return inspect(cid)["Name"].lstrip("/")
+
+
+def proc_uid(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Load:
+    """Background request loop: GET /api/tasks?limit=5 (needs the database) and POST wordcount tasks."""
+
+    def __init__(self, port, threads=3, post_every=3):
+        self.port, self.threads, self.post_every = port, threads, post_every
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.samples = []  # (t, status or error)
+        self.accepted = []
+        self.workers = []
+
+    def _loop(self, n):
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            if i % self.post_every == 0:
+                r = post_task(self.port, "wordcount", {"text": f"load {n} {i} load"})
+                if r.status == 202 and r.json():
+                    with self.lock:
+                        self.accepted.append(r.json()["id"])
+            else:
+                r = request(self.port, "GET", "/api/tasks?limit=5", timeout=10)
+            with self.lock:
+                self.samples.append((time.monotonic(), r.status if r.status else "conn-error"))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        for n in range(self.threads):
+            t = threading.Thread(target=self._loop, args=(n,), daemon=True)
+            t.start()
+            self.workers.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.workers:
+            t.join(30)
+
+    def outage(self):
+        """Seconds from the first to the last answer that was not 200/202 (0 when there was none)."""
+        with self.lock:
+            bad = [t for t, s in self.samples if s not in (200, 202)]
+        return (max(bad) - min(bad)) if bad else 0.0
+
+    def histogram(self, since=0.0):
+        h = {}
+        with self.lock:
+            for t, s in self.samples:
+                if t >= since:
+                    h[s] = h.get(s, 0) + 1
+        return h
+
+
+def manifest_names():
+    with open(os.path.join(STATIC_DIR, "manifest.json")) as f:
+        paths = json.load(f)["paths"]
+    css = [k for k in paths if k.endswith(".css")]
+    plain = css[0] if css else sorted(paths)[0]
+    return plain, paths[plain]
+
+
+def read_secrets():
+    out = {}
+    for name in ("postgres_password", "redis_password", "secret_key"):
+        with open(os.path.join(SECRETS_DIR, name)) as f:
+            out[name] = f.read().strip()
+    return out
