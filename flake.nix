@@ -67,17 +67,6 @@
           };
           inherit (rust) app;
 
-          # `app collectstatic`: the files nginx serves. The nginx image must not carry the
-          # app, so the build fails if any output file refers to it.
-          static =
-            pkgs.runCommand "app-static-${version}"
-              {
-                disallowedRequisites = [ app ];
-              }
-              ''
-                ${lib.getExe app} collectstatic $out
-              '';
-
           compose = import ./nix/compose.nix { inherit lib pkgs; };
           # The formatter of `nix fmt` (below), the nix-format check and CI (.ci/nix-checks.sh):
           # nixfmt-rs, byte-identical to nixfmt (the official style), and on crates.io.
@@ -90,24 +79,21 @@
               pkgs
               layout
               app
-              static
               version
               ;
             inherit (n2c) nix2container;
             skopeo = n2c.skopeo-nix2container;
-            labels = {
-              "org.opencontainers.image.source" =
-                cargoPackage.repository
-                  or (throw "Cargo.toml: set package.repository (the images' org.opencontainers.image.source label)");
-              # A clean tree's commit; a dirty tree gives `<commit>-dirty`.
-              "org.opencontainers.image.revision" = self.rev or self.dirtyRev or "unknown";
-              "org.opencontainers.image.version" = version;
-            };
+            source =
+              cargoPackage.repository
+                or (throw "Cargo.toml: set package.repository (the images' org.opencontainers.image.source label)");
+            # A clean tree's commit; a dirty tree gives `<commit>-dirty`.
+            revision = self.rev or self.dirtyRev or "unknown";
           };
         in
         {
           packages = {
-            inherit app static;
+            inherit app;
+            inherit (images) static;
             default = app;
           }
           // lib.optionalAttrs isLinux {
@@ -132,20 +118,32 @@
               inherit (compose) composeSrc;
             }
             // {
-              inherit static;
+              inherit (images) static;
             }
-            // lib.optionalAttrs isLinux {
-              inherit (images) applayer staticlayer;
-            }
+            // lib.optionalAttrs isLinux (
+              {
+                inherit (images) applayer staticlayer;
+              }
+              // import ./nix/image-contract.nix {
+                inherit
+                  lib
+                  pkgs
+                  layout
+                  images
+                  app
+                  version
+                  ;
+              }
+            )
             // lib.optionalAttrs (system == "x86_64-linux") {
               vm-test = import ./nix/vm-test.nix {
                 inherit
                   lib
                   pkgs
                   images
-                  static
                   version
                   ;
+                inherit (images) static;
                 inherit (compose) composeSrc composeSecrets;
                 standins = import ./nix/standins.nix {
                   inherit lib pkgs;
@@ -181,6 +179,8 @@
               pkgs.cargo-deny
               nixfmt
               pkgs.deadnix
+              # scripts/watch.sh: rebuilds and restarts the dev stack on each change.
+              pkgs.watchexec
             ];
           };
 

@@ -11,12 +11,25 @@
   skopeo,
   layout,
   app,
-  static,
   version,
-  labels,
+  # The images' org.opencontainers.image.source and .revision labels.
+  source,
+  revision,
 }:
 let
   inherit (nix2container) buildImage buildLayer;
+
+  labels = {
+    "org.opencontainers.image.source" = source;
+    "org.opencontainers.image.revision" = revision;
+    "org.opencontainers.image.version" = version;
+  };
+
+  # `app collectstatic`: the files nginx serves. The nginx image must not carry the app, so
+  # the build fails if any output file refers to it.
+  static = pkgs.runCommand "app-static-${version}" { disallowedRequisites = [ app ]; } ''
+    ${lib.getExe app} collectstatic $out
+  '';
 
   # Files every image needs at / : the users, the name service switch and the writable
   # directories. `extra` adds image-specific entries.
@@ -64,6 +77,24 @@ let
   appSpec = layout.app;
   staticSpec = layout.static;
 
+  # The configs and the paths given to each image's layers, exported for the evaluation-time
+  # checks in nix/image-contract.nix.
+  configs = {
+    app = mkConfig appSpec;
+    httpd = mkConfig staticSpec;
+  };
+  layerPaths = {
+    app = [
+      app
+      appBase
+      appLink
+    ];
+    httpd = [
+      nginxBase
+      site
+    ];
+  };
+
   appBase = mkBaseRoot "app" appSpec ''
     mkdir -p $out${dirOf appSpec.env.SSL_CERT_FILE}
     ln -s ${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt $out${appSpec.env.SSL_CERT_FILE}
@@ -90,7 +121,7 @@ let
     ];
     # Top layer: /bin/app and the app's store path, the only paths an app change touches.
     copyToRoot = [ appLink ];
-    config = mkConfig appSpec;
+    config = configs.app;
   };
 
   nginxBase = mkBaseRoot "httpd" staticSpec ''
@@ -117,7 +148,7 @@ let
     ];
     # Top layer: the nginx config and the collected static files.
     copyToRoot = [ site ];
-    config = mkConfig staticSpec;
+    config = configs.httpd;
   };
 
   # A docker-archive tarball (`docker load -i`), named and tagged as the compose files expect.
@@ -135,7 +166,14 @@ let
       '';
 in
 {
-  inherit applayer staticlayer mkArchive;
+  inherit
+    applayer
+    staticlayer
+    mkArchive
+    static
+    configs
+    layerPaths
+    ;
   applayer-archive = mkArchive applayer;
   staticlayer-archive = mkArchive staticlayer;
 }

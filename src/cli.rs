@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use crate::config::Settings;
 use crate::startup::Application;
 use crate::tasks::{Queue, TaskStore, worker::Worker};
-use crate::{assets, collectstatic, db, healthcheck, shutdown, telemetry, wait};
+use crate::{assets, check, collectstatic, db, healthcheck, shutdown, telemetry, wait};
 
 /// Exit status for an invalid configuration.
 pub const CONFIG_ERROR: u8 = 2;
@@ -38,8 +38,11 @@ pub enum Command {
     /// Exit 0 when the running server answers its liveness endpoint within 2 s.
     Healthcheck {
         /// URL to GET (default: http://127.0.0.1:<port of LISTEN_ADDR>/healthz).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "metrics")]
         url: Option<String>,
+        /// GET http://127.0.0.1:<port of METRICS_ADDR>/metrics instead (for `app tasks`, which serves no other port).
+        #[arg(long)]
+        metrics: bool,
     },
     /// Write the static assets (hashed names, .gz siblings, manifest.json) into DIR.
     Collectstatic { dir: PathBuf },
@@ -64,8 +67,8 @@ pub fn run() -> ExitCode {
 
 async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Healthcheck { url } => {
-            let url = url.unwrap_or_else(healthcheck::default_url);
+        Command::Healthcheck { url, metrics } => {
+            let url = url.unwrap_or_else(|| healthcheck::default_url(metrics));
             match healthcheck::check(&url).await {
                 Ok(status) => {
                     println!("healthy: {url} answered {status}");
@@ -102,13 +105,10 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             };
             if let Command::Check = command {
-                println!("configuration is valid:");
-                for (name, value) in settings.redacted() {
-                    println!("  {name:<20} {value}");
-                }
+                check::print(&settings);
                 return ExitCode::SUCCESS;
             }
-            telemetry::init(settings.log_format);
+            let _log_writer = telemetry::init(settings.log_format);
             match run_service(command, settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

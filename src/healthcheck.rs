@@ -1,21 +1,32 @@
 //! `app healthcheck`: the images have no shell and no curl, so compose healthchecks call the binary itself.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+use crate::config::{DEFAULT_LISTEN_ADDR, DEFAULT_METRICS_ADDR};
+
 /// The whole check (connect, request, response) must finish within this.
 pub const BUDGET: Duration = Duration::from_secs(2);
 
-/// `http://127.0.0.1:<port of LISTEN_ADDR>/healthz`.
-pub fn default_url() -> String {
-    let port = std::env::var("LISTEN_ADDR")
+/// `http://127.0.0.1:<port of LISTEN_ADDR>/healthz`, or with `metrics`
+/// `http://127.0.0.1:<port of METRICS_ADDR>/metrics` (the worker serves only that port). Read straight from the
+/// environment: a healthcheck needs no valid configuration.
+pub fn default_url(metrics: bool) -> String {
+    let (variable, default, path) = if metrics {
+        ("METRICS_ADDR", DEFAULT_METRICS_ADDR, "/metrics")
+    } else {
+        ("LISTEN_ADDR", DEFAULT_LISTEN_ADDR, "/healthz")
+    };
+    let port = std::env::var(variable)
         .ok()
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map_or(8000, |a| a.port());
-    format!("http://127.0.0.1:{port}/healthz")
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .unwrap_or(default)
+        .port();
+    format!("http://127.0.0.1:{port}{path}")
 }
 
 /// GETs `url` (plain HTTP); Ok with the status when it is 2xx, else a message saying what went wrong.

@@ -2,6 +2,7 @@
 //! behind the thin `app` binary.
 
 pub mod assets;
+pub mod check;
 pub mod cli;
 pub mod collectstatic;
 pub mod config;
@@ -15,4 +16,5 @@ pub mod startup;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
+pub mod templates;
 pub mod wait;

@@ -1,41 +1,37 @@
-//! Building and running the web server (zero2prod's `Application::build` / `run_until_stopped`), and the `app()`
-//! router factory that tests drive with `oneshot`.
+//! Building and running the web server (zero2prod's `Application::build` / `run_until_stopped`) and the `app()`
+//! router it serves.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Settings;
-use crate::http::{health, hosts, page, request_id, static_files, tasks_api};
+use crate::http::hosts::{self, AllowedHosts};
+use crate::http::request_id::AccessLog;
+use crate::http::{health, page, request_id, security_headers, static_files, tasks_api};
 use crate::state::AppState;
 use crate::tasks::Queue;
 
-/// Headers every response carries unless a handler set its own.
-const SECURITY_HEADERS: [(&str, &str); 5] = [
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "same-origin"),
-    ("cross-origin-opener-policy", "same-origin"),
-    (
-        "content-security-policy",
-        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
-    ),
-];
+/// Smaller bodies are sent as they are: below about a kilobyte gzip saves a few hundred bytes at best and costs
+/// more CPU than the bytes are worth. Already-encoded bodies (the `.gz` static files) are never compressed again.
+const COMPRESS_ABOVE_BYTES: u64 = 1024;
 
-/// The full router with its middleware. Layers run top to bottom for a request: request id and access log,
-/// metrics, Host check, security headers, compression, timeout, then the route.
+/// The full router with its middleware. Layers run top to bottom for a request: security headers (so every
+/// answer has them, a refused Host too), request id and access log, metrics, Host check, compression, timeout,
+/// then the route. What each costs is measured by `bench/layers.rs` (see bench/README.md).
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
     let mut router = Router::new()
@@ -51,7 +47,7 @@ pub fn app(state: AppState) -> Router {
             None => router.route("/static/{*path}", get(static_files::embedded)),
         };
     }
-    let mut router = router
+    router
         .fallback(|| async {
             crate::http::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
@@ -60,17 +56,26 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout,
         ))
-        .layer(CompressionLayer::new());
-    for (name, value) in SECURITY_HEADERS {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        ));
-    }
-    router
-        .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
+        .layer(
+            CompressionLayer::new().compress_when(
+                SizeAbove::new(COMPRESS_ABOVE_BYTES)
+                    .and(NotForContentType::GRPC)
+                    .and(NotForContentType::IMAGES)
+                    .and(NotForContentType::SSE),
+            ),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::new(AllowedHosts::new(settings.allowed_hosts.clone())),
+            hosts::check,
+        ))
         .layer(middleware::from_fn(crate::metrics::track_requests))
-        .layer(middleware::from_fn(request_id::propagate))
+        .layer(middleware::from_fn_with_state(
+            AccessLog {
+                probes: settings.log_probes,
+            },
+            request_id::propagate,
+        ))
+        .layer(middleware::map_response(security_headers::add))
         .with_state(state)
 }
 

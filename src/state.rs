@@ -8,7 +8,8 @@ use sqlx::PgPool;
 use crate::assets::Assets;
 use crate::config::Settings;
 use crate::csrf::Csrf;
-use crate::tasks::{Queue, TaskStore};
+use crate::tasks::{EnqueueError, Lifecycle, Queue, TaskRecord, TaskSpec, TaskStore};
+use crate::templates::Templates;
 
 /// Cloned several times per request (extractors, `from_fn_with_state`, per-route services): one `Arc`, so a
 /// clone is one atomic increment instead of ~10 allocations (secret key, Redis client info, queue key names).
@@ -21,9 +22,10 @@ pub struct AppStateInner {
     pub store: TaskStore,
     pub queue: Queue,
     pub assets: Arc<Assets>,
+    pub templates: Templates,
     pub csrf: Csrf,
     /// The status page's cached PostgreSQL facts (version, migrations).
-    pub db_facts: std::sync::Mutex<Option<crate::db::DbFacts>>,
+    pub db_facts: crate::http::db_facts::DbFactsCache,
 }
 
 impl Deref for AppState {
@@ -36,14 +38,29 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(settings: Settings, pool: PgPool, queue: Queue) -> Self {
         let csrf = Csrf::new(settings.secret_key.clone());
+        let template_dir = settings.template_dir.as_deref().filter(|_| settings.debug);
+        let templates = Templates::new(template_dir);
         Self(Arc::new(AppStateInner {
             settings: Arc::new(settings),
             store: TaskStore::new(pool.clone()),
             pool,
             queue,
             assets: Arc::new(Assets::embedded()),
+            templates,
             csrf,
-            db_facts: std::sync::Mutex::new(None),
+            db_facts: Default::default(),
         }))
+    }
+
+    /// Records a task and hands it to the workers, with this app's `TASK_MAX_ATTEMPTS`.
+    pub async fn enqueue(
+        &self,
+        spec: &TaskSpec,
+        request_id: Option<&str>,
+    ) -> Result<TaskRecord, EnqueueError> {
+        let max_attempts = self.settings.queue.max_attempts;
+        Lifecycle::new(&self.store, &self.queue)
+            .enqueue(spec, max_attempts, request_id)
+            .await
     }
 }

@@ -4,6 +4,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::tasks::EnqueueError;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -35,5 +37,23 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.code, "message": self.message });
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// A query that could not run: PostgreSQL is down or the pool is exhausted.
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::unavailable("the database", &err)
+    }
+}
+
+/// An enqueue that could not complete (the API and the status page's form answer it alike).
+impl From<EnqueueError> for ApiError {
+    fn from(err: EnqueueError) -> Self {
+        match err {
+            EnqueueError::Database(err) => err.into(),
+            EnqueueError::Queue(err) => Self::unavailable("the queue", &err),
+            err @ EnqueueError::Interrupted => Self::unavailable("the queue", &err),
+        }
     }
 }

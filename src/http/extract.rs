@@ -1,44 +1,90 @@
-//! Extractors whose rejections are precise JSON errors instead of axum's plain-text ones.
+//! Extractors whose rejections are precise JSON errors instead of axum's plain-text ones (axum's
+//! customize-extractor-error example): each wraps axum's own and turns its rejection into an [`ApiError`].
 
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
 /// `Json<T>`: 415 without a JSON content type, 400 for malformed JSON, 422 for the wrong shape, 413 over the
 /// body limit.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+/// `Form<T>`: 415 for another content type, 422 for bad fields, 413 over the limit.
+#[derive(FromRequest)]
+#[from_request(via(axum::Form), rejection(ApiError))]
+pub struct ApiForm<T>(pub T);
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+/// `Path<T>`: 400 with what was wrong (e.g. an id that is not a UUID).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `Query<T>`: 400 with what was wrong.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => unsupported_media_type("application/json"),
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+            }
+            JsonRejection::JsonDataError(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+            }
+            other => body_rejection(other.status(), message),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let message = rejection.body_text();
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected `Content-Type: application/json`",
-        ),
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+impl From<FormRejection> for ApiError {
+    fn from(rejection: FormRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection {
+            FormRejection::InvalidFormContentType(_) => {
+                unsupported_media_type("application/x-www-form-urlencoded")
+            }
+            FormRejection::FailedToDeserializeFormBody(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_form", message)
+            }
+            other => body_rejection(other.status(), message),
         }
-        JsonRejection::JsonDataError(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
-        }
-        other => body_rejection(other.status(), message),
     }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    }
+}
+
+fn unsupported_media_type(expected: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("expected `Content-Type: {expected}`"),
+    )
 }
 
 /// Body read failures: 413 over the limit, else whatever axum decided.
@@ -51,64 +97,5 @@ fn body_rejection(status: StatusCode, message: String) -> ApiError {
         )
     } else {
         ApiError::new(status, "bad_request", message)
-    }
-}
-
-/// `Form<T>`: 415 for another content type, 400/422 for bad fields, 413 over the limit.
-pub struct ApiForm<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Form::<T>::from_request(req, state).await {
-            Ok(axum::Form(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                let message = rejection.body_text();
-                Err(match rejection {
-                    FormRejection::InvalidFormContentType(_) => ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_media_type",
-                        "expected `Content-Type: application/x-www-form-urlencoded`",
-                    ),
-                    FormRejection::FailedToDeserializeFormBody(_) => {
-                        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_form", message)
-                    }
-                    other => body_rejection(other.status(), message),
-                })
-            }
-        }
-    }
-}
-
-/// `Path<T>`: 400 with what was wrong (e.g. an id that is not a UUID).
-pub struct ApiPath<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(v)| Self(v))
-            .map_err(|r: PathRejection| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text())
-            })
-    }
-}
-
-/// `Query<T>`: 400 with what was wrong.
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(v)| Self(v))
-            .map_err(|r: QueryRejection| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
-            })
     }
 }

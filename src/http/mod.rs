@@ -1,10 +1,13 @@
 //! The HTTP side: routes, extractors, middleware and the JSON error body they share.
 
+pub mod db_facts;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod hosts;
 pub mod page;
 pub mod request_id;
+pub mod security_headers;
 pub mod static_files;
 pub mod tasks_api;

@@ -1,25 +1,24 @@
 //! `/`: the server-rendered status page, and `POST /tasks`, its CSRF-protected form.
 
-use askama::Template;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
+use super::deadline::{Unanswered, within};
 use super::error::ApiError;
 use super::extract::ApiForm;
-use super::health::CHECK_BUDGET;
 use super::request_id::RequestId;
 use crate::csrf::{COOKIE_NAME, CsrfError};
-use crate::db::{self, DbFacts};
 use crate::state::AppState;
-use crate::tasks::store::TaskSummary;
-use crate::tasks::{self, EnqueueError, InvalidTask, TaskSpec, queue::now_ms};
+use crate::tasks::queue::{HEARTBEAT_STALE_AFTER, now_ms};
+use crate::tasks::records::TaskSummary;
+use crate::tasks::{EnqueueError, InvalidTask, TaskSpec};
 
 const RECENT_TASKS: i64 = 10;
-const DB_FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
+#[derive(Serialize)]
 pub struct TaskRow {
     pub id: String,
     pub short_id: String,
@@ -45,14 +44,15 @@ impl From<TaskSummary> for TaskRow {
 }
 
 /// One line of the page's "Services" list.
+#[derive(Serialize)]
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
 }
 
-#[derive(Template)]
-#[template(path = "status.html")]
+/// The context of `templates/status.html`.
+#[derive(Serialize)]
 pub struct StatusPage {
     pub version: &'static str,
     pub debug: bool,
@@ -65,14 +65,8 @@ pub struct StatusPage {
     pub kinds: [&'static str; 3],
 }
 
-async fn within<T, E: std::fmt::Display>(
-    f: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(CHECK_BUDGET, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer".into()),
-    }
+fn brief<T>(checked: Result<T, Unanswered>) -> Result<T, String> {
+    checked.map_err(Unanswered::brief)
 }
 
 fn check<T>(
@@ -94,31 +88,17 @@ fn check<T>(
     }
 }
 
-/// The server version and migration state change only with a deploy: cached for [`DB_FACTS_TTL`].
-async fn cached_db_facts(state: &AppState) -> Result<DbFacts, sqlx::Error> {
-    let cached = state
-        .db_facts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    if let Some(facts) = cached.filter(|f| f.fetched.elapsed() < DB_FACTS_TTL) {
-        return Ok(facts);
-    }
-    let facts = db::facts(&state.pool).await?;
-    *state.db_facts.lock().unwrap_or_else(|p| p.into_inner()) = Some(facts.clone());
-    Ok(facts)
-}
-
 /// `GET /`: every dependency is asked concurrently with a deadline, so a down service shows as such instead of
 /// hanging the page.
 pub async fn status_page(State(state): State<AppState>) -> Response {
     // One PostgreSQL query (the recent tasks, which also proves PostgreSQL answers) and one Redis round trip per
     // page; the server version and the migration state change only with a deploy and are cached for 10 s.
     let (meta, recent, redis) = tokio::join!(
-        within(cached_db_facts(&state)),
+        within(state.db_facts.get(&state.pool)),
         within(state.store.recent_summaries(RECENT_TASKS)),
         within(state.queue.status()),
     );
+    let (meta, recent, redis) = (brief(meta), brief(recent), brief(redis));
     let (version, migrations) = match (&recent, meta) {
         (Err(e), _) => (Err(e.clone()), Err("unknown".to_string())),
         (Ok(_), Ok(facts)) => (Ok(facts.version), Ok(facts.migrations)),
@@ -130,7 +110,7 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
     };
     let now = now_ms();
     let worker = match heartbeat {
-        Ok(Some(at)) if now - at < 30_000 => {
+        Ok(Some(at)) if now - at < HEARTBEAT_STALE_AFTER.as_millis() as i64 => {
             Ok(format!("last seen {:.1} s ago", (now - at) as f64 / 1000.0))
         }
         Ok(Some(at)) => Err(format!("last seen {} s ago", (now - at) / 1000)),
@@ -168,7 +148,7 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
         logo_url: url("logo.svg"),
         kinds: TaskSpec::KINDS,
     };
-    match page.render() {
+    match state.templates.render("status.html", &page) {
         Ok(html) => (
             [
                 (
@@ -219,13 +199,7 @@ impl IntoResponse for EnqueueFormError {
                 "invalid_task",
                 err.to_string(),
             ),
-            Self::Unavailable(EnqueueError::Database(err)) => {
-                ApiError::unavailable("the database", &err)
-            }
-            Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
-            Self::Unavailable(err @ EnqueueError::Interrupted) => {
-                ApiError::unavailable("the queue", &err)
-            }
+            Self::Unavailable(err) => err.into(),
         }
         .into_response()
     }
@@ -245,7 +219,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `POST /tasks`: the page's form; 303 back to `/` once queued.
 pub async fn enqueue_form(
     State(state): State<AppState>,
-    request_id: Option<axum::Extension<RequestId>>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     ApiForm(form): ApiForm<EnqueueForm>,
 ) -> Result<Redirect, EnqueueFormError> {
@@ -254,21 +228,9 @@ pub async fn enqueue_form(
         cookie(&headers, COOKIE_NAME),
         chrono::Utc::now().timestamp(),
     )?;
-    let payload = match form.kind.as_str() {
-        "wordcount" => json!({ "text": form.text.unwrap_or_default() }),
-        "sleep" => json!({ "ms": form.ms.unwrap_or(1000) }),
-        _ => json!({}),
-    };
-    let spec = TaskSpec::parse(&form.kind, &payload)?;
-    let request_id = request_id.map(|r| r.0.0);
-    let record = tasks::enqueue(
-        &state.store,
-        &state.queue,
-        &spec,
-        state.settings.queue.max_attempts,
-        request_id.as_deref(),
-    )
-    .await?;
+    let spec = TaskSpec::from_form(&form.kind, form.text, form.ms)?;
+    let request_id = request_id.as_ref().map(|Extension(id)| id.as_str());
+    let record = state.enqueue(&spec, request_id).await?;
     tracing::info!(task_id = %record.id, kind = %record.kind, "task queued from the form");
     Ok(Redirect::to("/"))
 }

@@ -1,9 +1,12 @@
 //! `x-request-id`: taken from the proxy when well formed, generated otherwise; on every response, in the request's
 //! log span, and carried into the tasks it enqueues. Also writes the access log line.
+//!
+//! The id is held as the `HeaderValue` it travels in: an incoming id is reused as it is and a generated one is
+//! encoded once, so the response header and the handlers share one buffer instead of three string copies.
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -11,9 +14,19 @@ use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
+/// The probes orchestrators call every few seconds: no access line for them unless `LOG_PROBES=true`.
+const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
 /// The request's id, for handlers.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only well-formed (ASCII) ids are ever stored, so this cannot fail.
+        self.0.to_str().unwrap_or("-")
+    }
+}
 
 /// 1 to 128 characters of `[A-Za-z0-9._-]`: enough for UUIDs and nginx's `$request_id`, nothing that could
 /// forge log lines or headers.
@@ -24,32 +37,56 @@ pub fn is_well_formed(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub async fn propagate(mut request: Request, next: Next) -> Response {
-    let id = request
+fn take_or_generate(request: &Request) -> HeaderValue {
+    if let Some(given) = request
         .headers()
         .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_well_formed(v))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %id,
-    );
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
+        .filter(|v| v.to_str().is_ok_and(is_well_formed))
+    {
+        return given.clone();
     }
+    // A v4 UUID from the thread-local generator: `Uuid::new_v4` asks the kernel (a getrandom(2) call) every time.
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Whether probes get an access line (`LOG_PROBES`); the state of [`propagate`].
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLog {
+    pub probes: bool,
+}
+
+/// The middleware: `from_fn_with_state(AccessLog { probes }, request_id::propagate)`.
+pub async fn propagate(State(log): State<AccessLog>, mut request: Request, next: Next) -> Response {
+    let id = take_or_generate(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let logged = (log.probes || !PROBES.contains(&request.uri().path()))
+        && tracing::enabled!(tracing::Level::INFO);
+    let mut response = if logged {
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = id.to_str().unwrap_or("-"),
+        );
+        let started = Instant::now();
+        let response = next.run(request).instrument(span.clone()).await;
+        span.in_scope(|| {
+            tracing::info!(
+                status = response.status().as_u16(),
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        });
+        response
+    } else {
+        next.run(request).await
+    };
+    response.headers_mut().insert(HEADER, id);
     response
 }
 

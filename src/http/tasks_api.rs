@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::request_id::RequestId;
 use crate::state::AppState;
-use crate::tasks::{self, EnqueueError, InvalidTask, TaskRecord, TaskSpec};
+use crate::tasks::{EnqueueError, InvalidTask, TaskRecord, TaskSpec};
 
 /// Longest `?wait=` accepted.
 pub const MAX_WAIT_SECS: f64 = 30.0;
@@ -50,13 +51,7 @@ impl IntoResponse for CreateTaskError {
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, err.to_string())
             }
-            Self::Unavailable(EnqueueError::Database(err)) => {
-                ApiError::unavailable("the database", &err)
-            }
-            Self::Unavailable(EnqueueError::Queue(err)) => ApiError::unavailable("the queue", &err),
-            Self::Unavailable(err @ EnqueueError::Interrupted) => {
-                ApiError::unavailable("the queue", &err)
-            }
+            Self::Unavailable(err) => err.into(),
         }
         .into_response()
     }
@@ -69,19 +64,12 @@ pub fn task_location(id: Uuid) -> String {
 /// `POST /api/tasks` → 202 with the queued task and its `Location`.
 pub async fn create(
     State(state): State<AppState>,
-    request_id: Option<axum::Extension<RequestId>>,
+    request_id: Option<Extension<RequestId>>,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<Response, CreateTaskError> {
     let spec = TaskSpec::parse(&body.kind, &body.payload)?;
-    let request_id = request_id.map(|r| r.0.0);
-    let record = tasks::enqueue(
-        &state.store,
-        &state.queue,
-        &spec,
-        state.settings.queue.max_attempts,
-        request_id.as_deref(),
-    )
-    .await?;
+    let request_id = request_id.as_ref().map(|Extension(id)| id.as_str());
+    let record = state.enqueue(&spec, request_id).await?;
     tracing::info!(task_id = %record.id, kind = %record.kind, "task queued");
     let location = task_location(record.id);
     Ok((
@@ -118,7 +106,7 @@ impl IntoResponse for GetTaskError {
             Self::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", self.to_string())
             }
-            Self::Unavailable(err) => ApiError::unavailable("the database", &err),
+            Self::Unavailable(err) => err.into(),
         }
         .into_response()
     }
@@ -170,7 +158,7 @@ impl IntoResponse for ListTasksError {
             Self::BadLimit => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", self.to_string())
             }
-            Self::Unavailable(err) => ApiError::unavailable("the database", &err),
+            Self::Unavailable(err) => err.into(),
         }
         .into_response()
     }

@@ -1,105 +1,109 @@
-//! The demo task kinds: what a payload must look like, and what running one does.
+//! The task kinds, each with its payload: the one place they are defined. The API, the status page's form, the
+//! task rows and the worker all go through [`TaskSpec`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// Longest `sleep` accepted, so a demo task can never outlive the default task timeout.
 pub const MAX_SLEEP_MS: u64 = 60_000;
+/// What a `sleep` enqueued from the status page's form sleeps (the form has no field for it).
+pub const FORM_SLEEP_MS: u64 = 1000;
 
-/// A validated task: kind plus typed payload.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated task: its kind is the serde tag, its payload the variant's fields, as in the API's
+/// `{"kind": "sleep", "payload": {"ms": 5}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    content = "payload",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum TaskSpec {
     /// Counts each word of `text` (case-insensitive).
     WordCount { text: String },
-    /// Sleeps `ms` milliseconds; for shutdown and crash tests.
+    /// Sleeps `ms` milliseconds (at most [`MAX_SLEEP_MS`]); for shutdown and crash tests.
     Sleep { ms: u64 },
     /// Always fails; for retries and the `dead` state.
-    Fail,
+    Fail {},
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InvalidTask {
-    #[error("unknown task kind `{0}`; expected one of: wordcount, sleep, fail")]
+    #[error("unknown task kind `{0}`; expected one of: {kinds}", kinds = TaskSpec::KINDS.join(", "))]
     UnknownKind(String),
     #[error("invalid payload for `{kind}`: {reason}")]
     InvalidPayload { kind: &'static str, reason: String },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WordCountPayload {
-    text: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SleepPayload {
-    ms: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailPayload {}
-
 impl TaskSpec {
+    /// The serde tags of the variants, in the order the status page offers them.
     pub const KINDS: [&'static str; 3] = ["wordcount", "sleep", "fail"];
 
-    pub fn parse(kind: &str, payload: &Value) -> Result<Self, InvalidTask> {
-        fn typed<T: for<'de> Deserialize<'de>>(
-            kind: &'static str,
-            payload: &Value,
-        ) -> Result<T, InvalidTask> {
-            // serde would also fill a struct from an array (`[]`, `["text"]`): only an object is a payload.
-            if !payload.is_object() {
-                return Err(InvalidTask::InvalidPayload {
-                    kind,
-                    reason: "the payload must be a JSON object".into(),
-                });
-            }
-            T::deserialize(payload).map_err(|e| InvalidTask::InvalidPayload {
-                kind,
-                reason: e.to_string(),
-            })
-        }
-        match kind {
-            "wordcount" => {
-                let p: WordCountPayload = typed("wordcount", payload)?;
-                Ok(Self::WordCount { text: p.text })
-            }
-            "sleep" => {
-                let p: SleepPayload = typed("sleep", payload)?;
-                if p.ms > MAX_SLEEP_MS {
-                    return Err(InvalidTask::InvalidPayload {
-                        kind: "sleep",
-                        reason: format!("ms must be at most {MAX_SLEEP_MS}"),
-                    });
-                }
-                Ok(Self::Sleep { ms: p.ms })
-            }
-            "fail" => {
-                let _: FailPayload = typed("fail", payload)?;
-                Ok(Self::Fail)
-            }
-            other => Err(InvalidTask::UnknownKind(other.chars().take(64).collect())),
-        }
-    }
-
+    /// The serde tag (a unit test holds the two together).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::WordCount { .. } => "wordcount",
             Self::Sleep { .. } => "sleep",
-            Self::Fail => "fail",
+            Self::Fail {} => "fail",
         }
     }
 
-    pub fn payload(&self) -> Value {
+    /// A task from a kind and a payload (an API body, a task row); unknown fields are refused.
+    pub fn parse(kind: &str, payload: &Value) -> Result<Self, InvalidTask> {
+        let Some(kind) = Self::KINDS.into_iter().find(|k| *k == kind) else {
+            return Err(InvalidTask::UnknownKind(kind.chars().take(64).collect()));
+        };
+        let invalid = |reason: String| InvalidTask::InvalidPayload { kind, reason };
+        // serde would also fill a struct from an array (`[]`, `["text"]`): only an object is a payload.
+        if !payload.is_object() {
+            return Err(invalid("the payload must be a JSON object".into()));
+        }
+        let spec = Self::deserialize(json!({ "kind": kind, "payload": payload }))
+            .map_err(|e| invalid(e.to_string()))?;
+        spec.validated()
+    }
+
+    /// A task from the status page's form: its one text field feeds `wordcount`, `sleep` sleeps `ms` (or
+    /// [`FORM_SLEEP_MS`]).
+    pub fn from_form(
+        kind: &str,
+        text: Option<String>,
+        ms: Option<u64>,
+    ) -> Result<Self, InvalidTask> {
+        let offered = [
+            Self::WordCount {
+                text: text.unwrap_or_default(),
+            },
+            Self::Sleep {
+                ms: ms.unwrap_or(FORM_SLEEP_MS),
+            },
+            Self::Fail {},
+        ];
+        offered
+            .into_iter()
+            .find(|spec| spec.kind() == kind)
+            .ok_or_else(|| InvalidTask::UnknownKind(kind.chars().take(64).collect()))?
+            .validated()
+    }
+
+    fn validated(self) -> Result<Self, InvalidTask> {
         match self {
-            Self::WordCount { text } => json!({ "text": text }),
-            Self::Sleep { ms } => json!({ "ms": ms }),
-            Self::Fail => json!({}),
+            Self::Sleep { ms } if ms > MAX_SLEEP_MS => Err(InvalidTask::InvalidPayload {
+                kind: self.kind(),
+                reason: format!("ms must be at most {MAX_SLEEP_MS}"),
+            }),
+            valid => Ok(valid),
+        }
+    }
+
+    /// The payload as stored in the task's row.
+    pub fn payload(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut tagged)) => tagged.remove("payload").unwrap_or_else(|| json!({})),
+            _ => json!({}),
         }
     }
 
@@ -111,7 +115,7 @@ impl TaskSpec {
                 tokio::time::sleep(Duration::from_millis(*ms)).await;
                 Ok(json!({ "slept_ms": ms }))
             }
-            Self::Fail => Err("the `fail` task always fails".into()),
+            Self::Fail {} => Err("the `fail` task always fails".into()),
         }
     }
 }
@@ -156,6 +160,21 @@ mod tests {
         assert!(err.to_string().contains("unknown field"), "{err}");
         assert!(TaskSpec::parse("sleep", &json!({"ms": MAX_SLEEP_MS + 1})).is_err());
         assert!(TaskSpec::parse("fail", &json!([])).is_err());
-        assert_eq!(TaskSpec::parse("fail", &json!({})), Ok(TaskSpec::Fail));
+        assert_eq!(TaskSpec::parse("fail", &json!({})), Ok(TaskSpec::Fail {}));
+    }
+
+    /// `KINDS`, `kind()` and the serde tags name the same kinds, and the form can make each of them.
+    #[test]
+    fn every_kind_is_spelled_the_same_everywhere() {
+        for kind in TaskSpec::KINDS {
+            let spec = TaskSpec::from_form(kind, Some("a b".into()), None).unwrap();
+            assert_eq!(spec.kind(), kind);
+            let tagged = serde_json::to_value(&spec).unwrap();
+            assert_eq!(tagged["kind"], kind);
+            assert_eq!(TaskSpec::parse(kind, &spec.payload()), Ok(spec));
+        }
+        let err = TaskSpec::deserialize(json!({"kind": "nope", "payload": {}})).unwrap_err();
+        let serde_lists = TaskSpec::KINDS.map(|k| format!("`{k}`")).join(", ");
+        assert!(err.to_string().contains(&serde_lists), "{err}");
     }
 }

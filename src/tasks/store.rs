@@ -3,106 +3,24 @@
 //! A worker may only start a task through [`TaskStore::start`], which takes a lease in the same `UPDATE`; that is
 //! what keeps two workers from running one task at the same time, whatever Redis delivers twice.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::types::PgInterval;
 use uuid::Uuid;
 
-use super::kinds::TaskSpec;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Queued,
-    Running,
-    Retrying,
-    Done,
-    Dead,
-}
-
-impl TaskState {
-    pub fn is_finished(self) -> bool {
-        matches!(self, Self::Done | Self::Dead)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Retrying => "retrying",
-            Self::Done => "done",
-            Self::Dead => "dead",
-        }
-    }
-}
-
-/// A task as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskRecord {
-    pub id: Uuid,
-    pub kind: String,
-    pub payload: Value,
-    pub state: TaskState,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub request_id: Option<String>,
-    pub run_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// The columns the status page shows (no jsonb payload or result to transfer and decode).
-#[derive(Debug, Clone)]
-pub struct TaskSummary {
-    pub id: Uuid,
-    pub kind: String,
-    pub state: TaskState,
-    pub attempts: i32,
-    pub created_at: DateTime<Utc>,
-    pub error: Option<String>,
-}
-
-/// A task a worker has just started (its lease is held).
-#[derive(Debug, Clone)]
-pub struct StartedTask {
-    pub id: Uuid,
-    pub kind: String,
-    pub payload: Value,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub request_id: Option<String>,
-}
-
-/// What [`TaskStore::start`] found.
-#[derive(Debug)]
-pub enum StartOutcome {
-    Started(StartedTask),
-    /// Finished, unknown or not yet due: the delivery can be acknowledged and dropped.
-    Drop(&'static str),
-    /// Another worker holds a live lease: leave the delivery pending, never run it concurrently.
-    HeldElsewhere,
-}
-
-/// An unfinished task the reconciler should check against Redis.
-#[derive(Debug)]
-pub struct StaleTask {
-    pub id: Uuid,
-    pub state: TaskState,
-    pub stream_id: Option<String>,
-}
+use super::records::{
+    NewTask, StaleTask, StartOutcome, StartedTask, TaskRecord, TaskState, TaskSummary,
+};
+use super::stream_ids::StreamIdWriter;
 
 #[derive(Clone)]
 pub struct TaskStore {
     pool: PgPool,
+    /// Started on first use, on the runtime that enqueues (see `stream_ids.rs`).
+    stream_ids: Arc<OnceLock<StreamIdWriter>>,
 }
 
 fn interval(d: Duration) -> PgInterval {
@@ -115,44 +33,51 @@ fn interval(d: Duration) -> PgInterval {
 
 impl TaskStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Self {
+            pool,
+            stream_ids: Arc::default(),
+        }
     }
 
     /// Inserts a queued task. It is committed before the work goes to Redis, so a worker never sees an entry
     /// whose task it cannot find.
-    pub async fn insert(
-        &self,
-        id: Uuid,
-        spec: &TaskSpec,
-        max_attempts: i32,
-        request_id: Option<&str>,
-    ) -> Result<TaskRecord, sqlx::Error> {
+    pub async fn insert(&self, task: &NewTask) -> Result<TaskRecord, sqlx::Error> {
         sqlx::query_as!(
             TaskRecord,
             r#"INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
                VALUES ($1, $2, $3, $4, $5)
                RETURNING id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
                          result, error, request_id, run_at, created_at, updated_at, started_at, finished_at"#,
-            id,
-            spec.kind(),
-            spec.payload(),
-            max_attempts,
-            request_id,
+            task.id,
+            task.spec.kind(),
+            task.spec.payload(),
+            task.max_attempts,
+            task.request_id.as_deref(),
         )
         .fetch_one(&self.pool)
         .await
     }
 
-    /// Remembers which stream entry carries a new task (unless a worker already recorded it).
-    pub async fn set_stream_id(&self, id: Uuid, stream_id: &str) -> Result<(), sqlx::Error> {
+    /// Remembers which stream entry carries a new task (unless a worker already recorded it), in the background
+    /// and batched with the other tasks queued meanwhile.
+    pub fn note_stream_id(&self, id: Uuid, stream_id: String) {
+        self.stream_ids
+            .get_or_init(|| StreamIdWriter::spawn(TaskStore::new(self.pool.clone())))
+            .record(id, stream_id);
+    }
+
+    /// [`TaskStore::note_stream_id`]'s batch: one `UPDATE` for many tasks.
+    pub async fn set_stream_ids(
+        &self,
+        ids: &[Uuid],
+        stream_ids: &[String],
+    ) -> Result<(), sqlx::Error> {
         sqlx::query!(
-            "UPDATE tasks SET stream_id = $2 WHERE id = $1 AND stream_id IS NULL",
-            id,
-            stream_id
+            "UPDATE tasks SET stream_id = given.stream_id
+             FROM unnest($1::uuid[], $2::text[]) AS given(id, stream_id)
+             WHERE tasks.id = given.id AND tasks.stream_id IS NULL",
+            ids,
+            stream_ids,
         )
         .execute(&self.pool)
         .await?;
@@ -276,23 +201,25 @@ impl TaskStore {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn mark_done(
+    /// Marks tasks done with their results, those this worker still holds; returns the ids it updated.
+    pub async fn mark_done_many(
         &self,
-        id: Uuid,
+        ids: &[Uuid],
         worker: &str,
-        result: &Value,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query!(
-            "UPDATE tasks SET state = 'done', result = $3, error = NULL, lease_until = NULL,
+        results: &[Value],
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar!(
+            "UPDATE tasks SET state = 'done', result = given.result, error = NULL, lease_until = NULL,
                               finished_at = now(), updated_at = now()
-             WHERE id = $1 AND worker = $2 AND state = 'running'",
-            id,
+             FROM unnest($1::uuid[], $3::jsonb[]) AS given(id, result)
+             WHERE tasks.id = given.id AND tasks.worker = $2 AND tasks.state = 'running'
+             RETURNING tasks.id",
+            ids,
             worker,
-            result,
+            results,
         )
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Records a failed attempt: `retrying` due after `retry_in`, or `dead` when `retry_in` is `None`.

@@ -8,7 +8,7 @@ use crate::servers;
 #[tokio::test]
 async fn healthz_answers_200() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let response = app.get("/healthz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
@@ -17,7 +17,7 @@ async fn healthz_answers_200() {
 #[tokio::test]
 async fn readyz_is_200_when_everything_is_up() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let response = app.get("/readyz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -35,7 +35,7 @@ async fn readyz_is_503_naming_pending_migrations() {
         shared.redis_url.clone(),
     ))
     .await;
-    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let response = app.get("/readyz").await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["checks"]["postgres"], "ok");
@@ -60,7 +60,7 @@ async fn readyz_answers_within_a_second_when_postgres_hangs() {
     .set("DB_ACQUIRE_TIMEOUT_MS", "5000");
     let app = spawn_app_with(config).await;
     let started = Instant::now();
-    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let response = app.get("/readyz").await;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 503);
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");

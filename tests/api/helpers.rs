@@ -19,6 +19,12 @@ use uuid::Uuid;
 use crate::servers;
 
 pub const SECRET_KEY: &str = "test-secret-key-0123456789abcdef-0123456789";
+/// `TASK_CLAIM_IDLE_MS` of every test: a killed worker's task is taken over after this.
+pub const CLAIM_IDLE: Duration = Duration::from_millis(1500);
+/// `DB_ACQUIRE_TIMEOUT_MS` of every test: how long a request waits for a PostgreSQL connection.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often [`eventually`] asks again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 const TEMPLATE_DB: &str = "app_test_template";
 
 /// A database URL on the same server as `admin_url`, for database `name`.
@@ -82,6 +88,27 @@ pub async fn create_database(admin_url: &str, migrated: bool) -> String {
     url
 }
 
+/// Asks `probe` until it answers `Ok`, and returns the answer with how long it took. After `within`, fails the test
+/// with `what` and the last `Err`, which says what was seen instead.
+pub async fn eventually<T, E, F, Fut>(what: &str, within: Duration, mut probe: F) -> (T, Duration)
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return (value, started.elapsed()),
+            Err(seen) => assert!(
+                started.elapsed() < within,
+                "{what}: not within {within:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
 /// Settings for a test: its own database and queue, loopback ports chosen by the OS.
 pub struct TestConfig {
     pub vars: HashMap<String, String>,
@@ -104,9 +131,12 @@ impl TestConfig {
             ("QUEUE_NAME", format!("test-{}", Uuid::new_v4().simple())),
             ("WAIT_TIMEOUT", "10".into()),
             ("SHUTDOWN_TIMEOUT", "10".into()),
-            ("DB_ACQUIRE_TIMEOUT_MS", "500".into()),
+            (
+                "DB_ACQUIRE_TIMEOUT_MS",
+                ACQUIRE_TIMEOUT.as_millis().to_string(),
+            ),
             ("TASK_RETRY_BASE_MS", "100".into()),
-            ("TASK_CLAIM_IDLE_MS", "1500".into()),
+            ("TASK_CLAIM_IDLE_MS", CLAIM_IDLE.as_millis().to_string()),
             ("TASK_MAX_ATTEMPTS", "3".into()),
         ]
         .into_iter()
@@ -173,6 +203,25 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// `GET path`; not getting an answer fails the test.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path` with one extra header.
+    pub async fn get_with(&self, path: &str, header: &str, value: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header(header, value)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     pub async fn post_task(&self, kind: &str, payload: Value) -> reqwest::Response {
         self.client
             .post(self.url("/api/tasks"))
@@ -199,18 +248,16 @@ impl TestApp {
 
     /// Polls until the task is `done` or `dead`, or panics after `timeout`.
     pub async fn wait_finished(&self, id: Uuid, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let finished = || async {
             let task = self.task(id).await;
-            if matches!(task["state"].as_str(), Some("done" | "dead")) {
-                return task;
+            match task["state"].as_str() {
+                Some("done" | "dead") => Ok(task),
+                _ => Err(task),
             }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} not finished within {timeout:?}: {task}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        eventually(&format!("task {id} finished"), timeout, finished)
+            .await
+            .0
     }
 
     pub async fn task_count(&self) -> i64 {
@@ -237,7 +284,6 @@ impl TestApp {
 }
 
 pub struct WorkerHandle {
-    pub consumer: String,
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -265,12 +311,20 @@ pub async fn queue_of(config: &TestConfig) -> Queue {
     .expect("queue connects")
 }
 
+/// A plain connection to the test's Redis, for looking at the queue's keys directly.
+pub async fn redis_connection(config: &TestConfig) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(config.vars["REDIS_URL"].as_str())
+        .expect("redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis")
+}
+
 pub async fn spawn_worker(config: &TestConfig) -> WorkerHandle {
     let settings = config.settings();
     let queue = queue_of(config).await;
     let pool = app::db::worker_pool(&settings);
     let worker = Worker::new(TaskStore::new(pool), queue, settings.queue.clone());
-    let consumer = worker.consumer().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
     let join = tokio::spawn(worker.run_until_stopped(
         async move {
@@ -279,7 +333,6 @@ pub async fn spawn_worker(config: &TestConfig) -> WorkerHandle {
         settings.shutdown_timeout,
     ));
     WorkerHandle {
-        consumer,
         stop: Some(stop),
         join: Some(join),
     }

@@ -1,12 +1,20 @@
 //! The integration tests: one binary (fast to link), against real PostgreSQL and Redis (see `servers`).
 
+mod child;
 mod helpers;
 mod servers;
 
+mod access_log;
+mod compression;
 mod health;
 mod page;
 mod tasks_api;
 mod worker;
 
 mod outage;
-mod process;
+
+mod backup;
+mod collectstatic;
+mod commands;
+mod configuration;
+mod signals;

@@ -12,13 +12,11 @@ use app::tasks::Queue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestConfig, create_database, spawn_app_with, spawn_worker};
+use crate::helpers::{
+    ACQUIRE_TIMEOUT, CLAIM_IDLE, TestApp, TestConfig, create_database, eventually, spawn_app_with,
+    spawn_worker,
+};
 use crate::servers::{self, TestPostgres, TestRedis};
-
-/// `DB_ACQUIRE_TIMEOUT_MS` of `TestConfig`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
-/// `TASK_CLAIM_IDLE_MS` of `TestConfig`.
-const CLAIM_IDLE: Duration = Duration::from_millis(1500);
 
 struct Answer {
     status: u16,
@@ -87,20 +85,21 @@ async fn assert_not_ready(app: &TestApp, down: &str, up: &str) {
     assert_eq!(ready.body["checks"][up], "ok", "{}", ready.body);
 }
 
-/// Polls until `probe` gives `Some`; returns it and the time it took.
-async fn poll<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> (T, Duration)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return (value, started.elapsed());
-        }
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The status of an answer, for [`eventually`]: `Ok` when it is `expected`, else what came instead.
+fn status_is(expected: u16, answer: Answer) -> Result<Answer, String> {
+    if answer.status == expected {
+        Ok(answer)
+    } else {
+        Err(format!("{} {}", answer.status, answer.body))
     }
+}
+
+/// An app on a Redis of its own (to stop and restart) and the shared PostgreSQL.
+async fn app_on_its_own_redis() -> (TestRedis, TestApp) {
+    let redis = TestRedis::start();
+    let database = create_database(&servers::shared().postgres_admin_url, true).await;
+    let app = spawn_app_with(TestConfig::with_servers(database, redis.url())).await;
+    (redis, app)
 }
 
 async fn queue_of(app: &TestApp) -> Queue {
@@ -161,10 +160,10 @@ async fn a_postgres_outage_gives_fast_503s_and_the_server_recovers_without_resta
 
     pg.resume();
     let resumed = Instant::now();
-    let (_, recovered) = poll(
+    let (_, recovered) = eventually(
         "GET /api/tasks answers 200 again",
         Duration::from_secs(10),
-        || async { (get(&app, "/api/tasks").await.status == 200).then_some(()) },
+        || async { status_is(200, get(&app, "/api/tasks").await) },
     )
     .await;
     let ready = get(&app, "/readyz").await;
@@ -188,10 +187,7 @@ async fn a_postgres_outage_gives_fast_503s_and_the_server_recovers_without_resta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_refuses_tasks_without_writing_them_and_the_server_recovers() {
-    let mut redis = TestRedis::start();
-    let shared = servers::shared();
-    let database = create_database(&shared.postgres_admin_url, true).await;
-    let app = spawn_app_with(TestConfig::with_servers(database, redis.url())).await;
+    let (mut redis, app) = app_on_its_own_redis().await;
     assert_eq!(get(&app, "/readyz").await.status, 200);
 
     redis.stop();
@@ -218,14 +214,14 @@ async fn a_redis_outage_refuses_tasks_without_writing_them_and_the_server_recove
     assert_not_ready(&app, "redis", "postgres").await;
 
     redis.resume();
-    let (id, recovered) = poll(
+    let (id, recovered) = eventually(
         "POST /api/tasks accepted again",
         Duration::from_secs(10),
         || async {
             let answer = post_task(&app, "wordcount", json!({"text": "after the outage"})).await;
             match answer.status {
-                202 => Some(answer.body["id"].as_str().unwrap().parse::<Uuid>().unwrap()),
-                503 => None,
+                202 => Ok(answer.body["id"].as_str().unwrap().parse::<Uuid>().unwrap()),
+                503 => Err(answer.body),
                 other => panic!("unexpected {other}: {}", answer.body),
             }
         },
@@ -254,10 +250,7 @@ async fn a_redis_outage_refuses_tasks_without_writing_them_and_the_server_recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_queued_when_redis_loses_its_data_still_all_run() {
     const TASKS: usize = 20;
-    let mut redis = TestRedis::start();
-    let shared = servers::shared();
-    let database = create_database(&shared.postgres_admin_url, true).await;
-    let app = spawn_app_with(TestConfig::with_servers(database, redis.url())).await;
+    let (mut redis, app) = app_on_its_own_redis().await;
     let mut ids = Vec::new();
     for i in 0..TASKS {
         ids.push(
@@ -270,10 +263,10 @@ async fn tasks_queued_when_redis_loses_its_data_still_all_run() {
 
     redis.stop();
     redis.resume();
-    let (_, _) = poll(
+    eventually(
         "Redis answers after the restart",
         Duration::from_secs(5),
-        || async { queue.depth().await.ok() },
+        || queue.depth(),
     )
     .await;
     assert_eq!(
@@ -283,26 +276,25 @@ async fn tasks_queued_when_redis_loses_its_data_still_all_run() {
     );
 
     let worker = spawn_worker(&app.config).await;
-    let started = Instant::now();
-    let limit = Duration::from_secs(15);
-    loop {
+    let all_done = || async {
         let states = states(&app, &ids).await;
         let done = states.iter().filter(|(s, _)| s == "done").count();
         if done == TASKS {
-            assert!(
-                states.iter().all(|(_, attempts)| *attempts == 1),
-                "each ran once: {states:?}"
-            );
-            break;
+            Ok(states)
+        } else {
+            Err(format!("{} of {TASKS} not done: {states:?}", TASKS - done))
         }
-        assert!(
-            started.elapsed() < limit,
-            "tasks lost after the Redis restart: {} of {TASKS} not done within {limit:?}: {states:?}",
-            TASKS - done
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let recovered = started.elapsed();
+    };
+    let (states, recovered) = eventually(
+        "every task done after the Redis restart (none lost)",
+        Duration::from_secs(15),
+        all_done,
+    )
+    .await;
+    assert!(
+        states.iter().all(|(_, attempts)| *attempts == 1),
+        "each ran once: {states:?}"
+    );
     // The tasks are overdue by the grace (2 × CLAIM_IDLE after they were enqueued, before the worker started) at
     // the latest on the reconciler's second tick, one period (2 × CLAIM_IDLE) after the worker started.
     let expected = CLAIM_IDLE * 2 + Duration::from_millis(1500);
@@ -325,43 +317,55 @@ async fn tasks_queued_when_redis_loses_its_data_still_all_run() {
 /// enqueued afterwards are processed without restarting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_keeps_working_after_a_redis_restart() {
-    let mut redis = TestRedis::start();
-    let shared = servers::shared();
-    let database = create_database(&shared.postgres_admin_url, true).await;
-    let app = spawn_app_with(TestConfig::with_servers(database, redis.url())).await;
+    let (mut redis, app) = app_on_its_own_redis().await;
     let worker = app.spawn_worker().await;
     let first = app.enqueue("wordcount", json!({"text": "before"})).await;
     assert_eq!(
         app.wait_finished(first, Duration::from_secs(10)).await["state"],
         "done"
     );
+    let ran_on = |id: Uuid| {
+        sqlx::query_scalar::<_, Option<String>>("SELECT worker FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+    };
+    // The only worker of this test: the one that ran the first task.
+    let the_worker = ran_on(first).await.unwrap();
+    assert!(the_worker.is_some());
     let running = app.enqueue("sleep", json!({"ms": 1000})).await;
-    poll("the sleep task runs", Duration::from_secs(10), || async {
-        (app.task(running).await["state"] == "running").then_some(())
+    eventually("the sleep task runs", Duration::from_secs(10), || async {
+        let task = app.task(running).await;
+        if task["state"] == "running" {
+            Ok(())
+        } else {
+            Err(task)
+        }
     })
     .await;
 
     redis.stop();
     // Long enough for the worker to hit the outage (its blocking read returns within a second).
-    poll(
+    eventually(
         "/readyz reports Redis down",
         Duration::from_secs(5),
-        || async { (get(&app, "/readyz").await.status == 503).then_some(()) },
+        || async { status_is(503, get(&app, "/readyz").await) },
     )
     .await;
     redis.resume();
     let resumed = Instant::now();
 
-    let (ids, _) = poll(
+    let (accepted, _) = eventually(
         "POST /api/tasks accepted again",
         Duration::from_secs(10),
         || async {
-            let answer = post_task(&app, "wordcount", json!({"text": "after"})).await;
-            (answer.status == 202)
-                .then(|| answer.body["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+            status_is(
+                202,
+                post_task(&app, "wordcount", json!({"text": "after"})).await,
+            )
         },
     )
     .await;
+    let ids: Uuid = accepted.body["id"].as_str().unwrap().parse().unwrap();
     let mut after = vec![ids];
     for i in 0..4 {
         after.push(
@@ -373,14 +377,9 @@ async fn a_worker_keeps_working_after_a_redis_restart() {
         let task = app.wait_finished(*id, Duration::from_secs(10)).await;
         assert_eq!(task["state"], "done", "{task}");
         assert_eq!(task["attempts"], 1, "{task}");
-        let ran_on: Option<String> = sqlx::query_scalar("SELECT worker FROM tasks WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
         assert_eq!(
-            ran_on.as_deref(),
-            Some(worker.consumer.as_str()),
+            ran_on(*id).await.unwrap(),
+            the_worker,
             "run by the same, never restarted worker"
         );
     }

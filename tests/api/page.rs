@@ -20,7 +20,7 @@ async fn the_status_page_shows_the_services_and_links_hashed_assets() {
     let worker = app.spawn_worker().await;
     app.enqueue("wordcount", serde_json::json!({"text": "x"}))
         .await;
-    let response = app.client.get(app.url("/")).send().await.unwrap();
+    let response = app.get("/").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -53,7 +53,7 @@ async fn the_status_page_shows_the_services_and_links_hashed_assets() {
 #[tokio::test]
 async fn the_form_enqueues_with_a_valid_csrf_token_only() {
     let app = spawn_app().await;
-    let page = app.client.get(app.url("/")).send().await.unwrap();
+    let page = app.get("/").await;
     let cookie = cookie_value(&page);
     let token = hidden_token(&page.text().await.unwrap());
     assert_eq!(cookie, token);
@@ -127,20 +127,12 @@ async fn unknown_hosts_are_refused_except_on_probes() {
 async fn every_response_carries_a_request_id_and_security_headers() {
     let app = spawn_app().await;
     let echoed = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "from-proxy.123")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/healthz", "x-request-id", "from-proxy.123")
+        .await;
     assert_eq!(echoed.headers()["x-request-id"], "from-proxy.123");
     let replaced = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "bad id with spaces")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/healthz", "x-request-id", "bad id with spaces")
+        .await;
     let generated = replaced.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
     for header in [
@@ -148,21 +140,60 @@ async fn every_response_carries_a_request_id_and_security_headers() {
         "x-frame-options",
         "content-security-policy",
         "referrer-policy",
+        "permissions-policy",
     ] {
         assert!(echoed.headers().contains_key(header), "{header} missing");
+    }
+}
+
+/// The app owns the security headers of every answer it makes: pages, API errors, refused Hosts and metrics.
+#[tokio::test]
+async fn security_headers_have_the_decided_values_on_every_kind_of_answer() {
+    let app = spawn_app_with(TestConfig::new().await.set("ALLOWED_HOSTS", "example.com")).await;
+    let expected = [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+        ("cross-origin-opener-policy", "same-origin"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=()",
+        ),
+        (
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; \
+             frame-ancestors 'none'; form-action 'self'",
+        ),
+    ];
+    let page = app.client.get(app.url("/")).header("host", "example.com");
+    let not_found = app
+        .client
+        .get(app.url("/nowhere"))
+        .header("host", "example.com");
+    let refused_host = app.client.get(app.url("/")).header("host", "evil.test");
+    let metrics = app.client.get(format!("{}/metrics", app.metrics_address));
+    for (what, request) in [
+        ("the page", page),
+        ("a 404", not_found),
+        ("a refused Host", refused_host),
+        ("metrics", metrics),
+    ] {
+        let response = request.send().await.unwrap();
+        for (name, value) in expected {
+            assert_eq!(
+                response.headers().get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{name} on {what} ({})",
+                response.status()
+            );
+        }
     }
 }
 
 #[tokio::test]
 async fn large_responses_are_compressed_when_asked() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(app.url("/"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with("/", "accept-encoding", "gzip").await;
     assert_eq!(response.headers()["content-encoding"], "gzip");
 }
 
@@ -172,12 +203,7 @@ async fn debug_serves_embedded_static_files_and_live_does_not() {
     let css = assets.find("app.css").unwrap().clone();
 
     let debug = spawn_app_with(TestConfig::new().await.set("DEBUG", "true")).await;
-    let hashed = debug
-        .client
-        .get(debug.url(&format!("/static/{}", css.hashed)))
-        .send()
-        .await
-        .unwrap();
+    let hashed = debug.get(&format!("/static/{}", css.hashed)).await;
     assert_eq!(hashed.status(), 200);
     assert!(
         hashed.headers()["cache-control"]
@@ -192,28 +218,13 @@ async fn debug_serves_embedded_static_files_and_live_does_not() {
             .starts_with("text/css")
     );
     assert_eq!(hashed.bytes().await.unwrap().as_ref(), css.bytes);
-    let logical = debug
-        .client
-        .get(debug.url("/static/app.css"))
-        .send()
-        .await
-        .unwrap();
+    let logical = debug.get("/static/app.css").await;
     assert_eq!(logical.headers()["cache-control"], "no-cache");
-    let missing = debug
-        .client
-        .get(debug.url("/static/nope.css"))
-        .send()
-        .await
-        .unwrap();
+    let missing = debug.get("/static/nope.css").await;
     assert_eq!(missing.status(), 404);
 
     let live = spawn_app().await;
-    let refused = live
-        .client
-        .get(live.url(&format!("/static/{}", css.hashed)))
-        .send()
-        .await
-        .unwrap();
+    let refused = live.get(&format!("/static/{}", css.hashed)).await;
     assert_eq!(
         refused.status(),
         404,
@@ -230,51 +241,58 @@ async fn debug_with_static_dir_serves_files_from_disk_for_live_editing() {
         .set("DEBUG", "true")
         .set("STATIC_DIR", dir.path().to_str().unwrap());
     let app = spawn_app_with(config).await;
-    let html = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get("/").await.text().await.unwrap();
     assert!(
         html.contains("href=\"/static/app.css\""),
         "live editing links logical names"
     );
-    let css = app
-        .client
-        .get(app.url("/static/app.css"))
-        .send()
-        .await
-        .unwrap();
+    let css = app.get("/static/app.css").await;
     assert_eq!(css.text().await.unwrap(), "body { color: red }");
 }
 
+/// The value of the series of `metric` whose labels include every one of `labels` (0 when there is none yet).
+fn series(text: &str, metric: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+/// The recorder is process-wide, and other tests' requests land in it too: this test counts a method and status
+/// only it sends (`PATCH /healthz`, 405), before and after, so only its own requests can move the figures.
 #[tokio::test]
 async fn metrics_are_served_on_their_own_port_only() {
     let app = spawn_app().await;
-    app.client.get(app.url("/healthz")).send().await.unwrap();
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.metrics_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.metrics_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let labels = ["method=\"PATCH\"", "route=\"/healthz\"", "status=\"405\""];
+    let before = scrape().await;
+    const REQUESTS: u64 = 3;
+    for _ in 0..REQUESTS {
+        let response = app.client.patch(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 405);
+    }
+    let after = scrape().await;
+    for metric in ["http_requests_total", "http_request_duration_seconds_count"] {
+        assert_eq!(
+            series(&after, metric, &labels) - series(&before, metric, &labels),
+            REQUESTS,
+            "{metric} of PATCH /healthz:\n{after}"
+        );
+    }
     assert!(
-        text.lines().any(|l| l.starts_with("http_requests_total")
-            && l.contains("route=\"/healthz\"")
-            && l.contains("status=\"200\"")),
-        "{text}"
+        after.contains("http_request_duration_seconds_bucket"),
+        "{after}"
     );
-    assert!(
-        text.contains("http_request_duration_seconds_bucket"),
-        "{text}"
-    );
-    let public = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let public = app.get("/metrics").await;
     assert_eq!(public.status(), 404);
 }

@@ -2,7 +2,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{TestConfig, queue_of, spawn_app, spawn_app_with, spawn_worker};
+use redis::AsyncCommands;
+
+use crate::helpers::{
+    TestConfig, eventually, queue_of, redis_connection, spawn_app, spawn_app_with, spawn_worker,
+};
 
 #[tokio::test]
 async fn a_failing_task_is_retried_with_backoff_then_dead_with_its_error() {
@@ -28,7 +32,12 @@ async fn a_failing_task_is_retried_with_backoff_then_dead_with_its_error() {
     );
 
     let queue = queue_of(&app.config).await;
-    assert_eq!(queue.dead(10).await.unwrap(), vec![id.to_string()]);
+    let dead: Vec<String> = redis_connection(&app.config)
+        .await
+        .lrange(format!("{}:dead", app.config.vars["QUEUE_NAME"]), 0, 9)
+        .await
+        .unwrap();
+    assert_eq!(dead, vec![id.to_string()]);
     assert_eq!(queue.depth().await.unwrap(), 0, "nothing left queued");
     worker.stop().await;
 }
@@ -84,15 +93,29 @@ async fn several_workers_share_the_queue_without_running_a_task_twice() {
     }
 }
 
+/// The lock that lets one worker run each periodic job per period: while one worker holds a period, another is
+/// refused; once the period is over, the other gets it.
 #[tokio::test]
-async fn a_periodic_job_runs_once_per_period_whatever_the_number_of_workers() {
+async fn a_period_lock_goes_to_one_worker_until_the_period_ends() {
     let app = spawn_app().await;
     let queue = queue_of(&app.config).await;
     let period = Duration::from_millis(300);
+    let taken = std::time::Instant::now();
     assert!(queue.try_lock_period("job", "w1", period).await.unwrap());
     assert!(!queue.try_lock_period("job", "w2", period).await.unwrap());
-    tokio::time::sleep(period + Duration::from_millis(50)).await;
-    assert!(queue.try_lock_period("job", "w2", period).await.unwrap());
+    let lock_for_w2 = || async {
+        match queue.try_lock_period("job", "w2", period).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("still held by w1".to_string()),
+            Err(err) => Err(err.to_string()),
+        }
+    };
+    eventually("w2 takes the next period", period * 3, lock_for_w2).await;
+    assert!(
+        taken.elapsed() >= period,
+        "w1's period ended early: {:?}",
+        taken.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -107,13 +130,16 @@ async fn the_worker_purges_old_finished_tasks_and_writes_its_heartbeat() {
     .await
     .unwrap();
     let worker = spawn_worker(&app.config).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.task_count().await != 1 {
-        assert!(std::time::Instant::now() < deadline, "old task not purged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the old task purged", Duration::from_secs(10), || async {
+        match app.task_count().await {
+            1 => Ok(()),
+            n => Err(format!("{n} tasks")),
+        }
+    })
+    .await;
     let queue = queue_of(&app.config).await;
-    let beat = queue.last_heartbeat().await.unwrap().expect("a heartbeat");
+    let (last_beat, _) = queue.status().await.unwrap();
+    let beat = last_beat.expect("a heartbeat");
     assert!(app::tasks::queue::now_ms() - beat < 5_000);
     worker.stop().await;
 }

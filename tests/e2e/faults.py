@@ -110,13 +110,26 @@ def fault_stop_app(live, port):
     if not check("fault stop app: sleep task accepted", r.status == 202 and tid, repr(r)):
         return
     out = {}
+    polling = threading.Event()
 
     def slow():
+        polling.set()
         out["r"] = get_task(port, tid, wait=25)
 
     th = threading.Thread(target=slow)
     th.start()
-    time.sleep(1.0)
+    # Evidence instead of a fixed pause: the long poll has been sent and the task is running (it
+    # sleeps 5 s), so the stop below lands while the request is in flight.
+    polling.wait(10)
+    deadline = time.monotonic() + 30
+    state = None
+    while time.monotonic() < deadline and state != "running":
+        state = (get_task(port, tid).json() or {}).get("state")
+        if state != "running":
+            time.sleep(0.05)
+    if not check("fault stop app: the slow task is running before the stop", state == "running", f"state={state}"):
+        th.join(60)
+        return
     cid = live.container("app")
     t = time.monotonic()
     p = run(["docker", "stop", "-t", "30", cid])

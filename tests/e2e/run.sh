@@ -15,7 +15,7 @@
 #   E2E_APP_BIN=path     use this app binary instead of building target/release/app
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev live" which stacks to run (default both)
+#   E2E_PHASES="dev live backup" which phases to run (the default; add "watch" for the watch mode)
 #   E2E_DEV_PORT / E2E_LIVE_PORT   host ports (default 8000 / 8001, or a free port when taken)
 #   E2E_KEEP=1           debugging only: leave the live stack and images in place (prints how to remove them)
 set -uo pipefail

@@ -24,7 +24,7 @@
 #                            POSTGRES_USER / POSTGRES_PASSWORD(_FILE) / POSTGRES_DB / POSTGRES_INITDB_ARGS /
 #                            POSTGRES_HOST_AUTH_METHOD, PGDATA=/var/lib/postgresql/data, initdb on first start,
 #                            listen_addresses='*' with password (scram-sha-256) auth, user postgres (uid 999),
-#                            `pg_isready`, SIGTERM handled as a fast shutdown (the official STOPSIGNAL is SIGINT;
+#                            `pg_isready`, `pg_dump`/`pg_restore` (the backup service), SIGTERM handled as a fast shutdown (the official STOPSIGNAL is SIGINT;
 #                            `docker import` cannot set STOPSIGNAL, so the entrypoint translates).
 #   REDIS_IMAGE              Debian's redis-server 7: arguments from the command line (`--requirepass`,
 #                            `--appendonly yes`, a leading `-` option implies redis-server), data in /data (WORKDIR),
@@ -55,9 +55,22 @@ httpd_ref() { echo "$(json static.image):$STANDIN_TAG"; }
 
 # `docker import --change` lines for one section of nix/image.json (user, entrypoint, cmd, env, ports, workdir).
 changes_for() {
-    python3 - "$image_json" "$1" <<'EOF'
-import json, sys
+    python3 - "$image_json" "$1" "$repo" <<'EOF'
+import json, re, subprocess, sys
 s = json.load(open(sys.argv[1]))[sys.argv[2]]
+repo = sys.argv[3]
+cargo = open(repo + "/Cargo.toml").read()
+def git(*args):
+    p = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else ""
+rev = git("rev-parse", "HEAD") or "unknown"
+if rev != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
+    rev += "-dirty"
+labels = {
+    "org.opencontainers.image.source": re.search(r'^repository\s*=\s*"([^"]+)"', cargo, re.M).group(1),
+    "org.opencontainers.image.revision": rev,
+    "org.opencontainers.image.version": re.search(r'^version\s*=\s*"([^"]+)"', cargo, re.M).group(1),
+}
 out = []
 out.append("USER %d:%d" % (s["user"]["uid"], s["user"]["gid"]))
 out.append("ENTRYPOINT " + json.dumps(s["entrypoint"]))
@@ -69,6 +82,10 @@ for k, v in sorted(s.get("env", {}).items()):
 for p in s.get("ports", []):
     out.append("EXPOSE %d/tcp" % p)
 out.append("LABEL org.opencontainers.image.description=e2e-stand-in-not-for-production")
+# The OCI labels the flake gives the real images (nix/images.nix): source and version from Cargo.toml, the revision
+# of the tree (`-dirty` when it has uncommitted changes, like the flake's dirtyRev).
+for k, v in labels.items():
+    out.append("LABEL %s=%s" % (k, v))
 print("\n".join(out))
 EOF
 }
@@ -151,7 +168,8 @@ build_httpd() {
 }
 
 shell_tools=(/bin/dash /usr/bin/id /usr/bin/mkdir /usr/bin/chmod /usr/bin/chown /usr/bin/cat /usr/bin/rm /usr/bin/ls
-             /usr/bin/setpriv /usr/bin/env /usr/bin/sleep)
+             /usr/bin/setpriv /usr/bin/env /usr/bin/sleep
+             /usr/bin/cut /usr/bin/date /usr/bin/dd /usr/bin/mv /usr/bin/sort /usr/bin/tail /usr/bin/tr /usr/bin/wc)
 
 add_shell() { # ROOT: dash as /bin/sh plus the few tools the entrypoints use
     local root=$1
@@ -164,7 +182,8 @@ build_postgres() {
     local root=$1 f
     base_rootfs "$root"
     add_shell "$root"
-    add_files "$root" "$PG_BIN/postgres" "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql"
+    add_files "$root" "$PG_BIN/postgres" "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql" \
+        "$PG_BIN/pg_dump" "$PG_BIN/pg_restore"
     for f in "$PG_LIB"/*.so; do
         case $f in */llvmjit*) continue ;; esac   # JIT would pull in LLVM (100+ MB); jit=off below
         add_files "$root" "$f"

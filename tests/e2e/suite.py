@@ -10,13 +10,20 @@ import sys
 
 import harness
 from harness import ENV, PHASES, check
+from image_contract import check_image_contract
+from phase_backup import phase_backup
 from phase_dev import phase_dev
 from phase_live import phase_live
+from phase_watch import phase_watch
 
-PHASE_RUNNERS = {"dev": phase_dev, "live": phase_live}
+PHASE_RUNNERS = {"dev": phase_dev, "watch": phase_watch, "live": phase_live, "backup": phase_backup}
 
 
 def main():
+    try:
+        check_image_contract()
+    except Exception as e:
+        check("image contract: ran to the end", False, f"{type(e).__name__}: {e}")
     for phase in PHASES:
         try:
             PHASE_RUNNERS[phase]()

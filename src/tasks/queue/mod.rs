@@ -8,11 +8,22 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{StreamAutoClaimReply, StreamInfoConsumersReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, Script};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamClaimOptions, StreamRangeReply,
+    StreamReadOptions, StreamReadReply,
+};
+use redis::{
+    AsyncCommands, AsyncConnectionConfig, Client, Pipeline, RedisError, RedisResult, Script,
+};
 use uuid::Uuid;
 
+mod workers;
+
 const GROUP: &str = "workers";
+/// How often each worker writes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A worker whose last heartbeat is older than this (15 missed beats) is shown as gone.
+pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(15 * HEARTBEAT_EVERY.as_secs());
 const DEAD_LIST_LENGTH: isize = 1000;
 
 /// Moves due retries back onto the stream in one atomic step, so a retry is never dropped between the two.
@@ -104,22 +115,17 @@ impl Queue {
     }
 
     pub async fn ping(&self) -> RedisResult<()> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = self.conn.clone().ping().await?;
         Ok(())
     }
 
     /// Creates the stream and its consumer group if missing. The group starts at `0` so entries added before any
     /// worker existed are delivered too.
     pub async fn ensure_group(&self) -> RedisResult<()> {
-        let mut conn = self.conn.clone();
-        let created: RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
+        let created: RedisResult<()> = self
+            .conn
+            .clone()
+            .xgroup_create_mkstream(&self.keys.stream, GROUP, "0")
             .await;
         match created {
             Err(err) if !is_busygroup(&err) => Err(err),
@@ -129,13 +135,9 @@ impl Queue {
 
     /// Appends a task to the stream; returns the entry id.
     pub async fn enqueue(&self, task_id: Uuid) -> RedisResult<String> {
-        let mut conn = self.conn.clone();
-        redis::cmd("XADD")
-            .arg(&self.keys.stream)
-            .arg("*")
-            .arg("task")
-            .arg(task_id.to_string())
-            .query_async(&mut conn)
+        self.conn
+            .clone()
+            .xadd(&self.keys.stream, "*", &[("task", task_id.to_string())])
             .await
     }
 
@@ -143,12 +145,9 @@ impl Queue {
     pub async fn status(&self) -> RedisResult<(Option<i64>, u64)> {
         let mut conn = self.conn.clone();
         let (beats, stream, retry): (Vec<i64>, u64, u64) = redis::pipe()
-            .cmd("HVALS")
-            .arg(&self.keys.heartbeats)
-            .cmd("XLEN")
-            .arg(&self.keys.stream)
-            .cmd("ZCARD")
-            .arg(&self.keys.retry)
+            .hvals(&self.keys.heartbeats)
+            .xlen(&self.keys.stream)
+            .zcard(&self.keys.retry)
             .query_async(&mut conn)
             .await?;
         Ok((beats.into_iter().max(), stream + retry))
@@ -167,18 +166,12 @@ impl Queue {
         count: usize,
         block: Duration,
     ) -> RedisResult<Vec<Delivery>> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.keys.stream)
-            .arg(">")
-            .query_async(blocking)
+        let options = StreamReadOptions::default()
+            .group(GROUP, consumer)
+            .count(count)
+            .block(block.as_millis() as usize);
+        let reply: Option<StreamReadReply> = blocking
+            .xread_options(&[&self.keys.stream], &[">"], &options)
             .await?;
         let entries = reply
             .into_iter()
@@ -197,16 +190,18 @@ impl Queue {
         cursor: &str,
         count: usize,
     ) -> RedisResult<(Vec<Delivery>, String)> {
-        let mut conn = self.conn.clone();
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
+        let options = StreamAutoClaimOptions::default().count(count);
+        let reply: StreamAutoClaimReply = self
+            .conn
+            .clone()
+            .xautoclaim_options(
+                &self.keys.stream,
+                GROUP,
+                consumer,
+                min_idle.as_millis() as u64,
+                cursor,
+                options,
+            )
             .await?;
         let entries = reply
             .claimed
@@ -238,32 +233,43 @@ impl Queue {
         if entry_ids.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
-        let _: Vec<String> = redis::cmd("XCLAIM")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(0)
-            .arg(entry_ids)
-            .arg("JUSTID")
-            .query_async(&mut conn)
+        let options = StreamClaimOptions::default().with_justid();
+        let _: Vec<String> = self
+            .conn
+            .clone()
+            .xclaim_options(&self.keys.stream, GROUP, consumer, 0, entry_ids, options)
             .await?;
         Ok(())
+    }
+
+    /// Adds to `pipe` what retires an entry: XACK takes it off the pending list, XDEL off the stream (so the
+    /// stream's length stays the queue depth).
+    fn retire<'p>(&self, pipe: &'p mut Pipeline, entry_id: &str) -> &'p mut Pipeline {
+        pipe.xack(&self.keys.stream, GROUP, &[entry_id])
+            .ignore()
+            .xdel(&self.keys.stream, &[entry_id])
+            .ignore()
     }
 
     /// Acknowledges and deletes a finished entry.
     pub async fn ack(&self, entry_id: &str) -> RedisResult<()> {
         let mut conn = self.conn.clone();
+        self.retire(redis::pipe().atomic(), entry_id)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Acknowledges and deletes many finished entries in one round trip.
+    pub async fn ack_many(&self, entry_ids: &[&str]) -> RedisResult<()> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
-            .cmd("XACK")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg(entry_id)
+            .xack(&self.keys.stream, GROUP, entry_ids)
             .ignore()
-            .cmd("XDEL")
-            .arg(&self.keys.stream)
-            .arg(entry_id)
+            .xdel(&self.keys.stream, entry_ids)
             .ignore()
             .query_async(&mut conn)
             .await
@@ -277,22 +283,11 @@ impl Queue {
         due_ms: i64,
     ) -> RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("ZADD")
-            .arg(&self.keys.retry)
-            .arg(due_ms)
-            .arg(task_id.to_string())
-            .ignore()
-            .cmd("XACK")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.keys.stream)
-            .arg(entry_id)
-            .ignore()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .zadd(&self.keys.retry, task_id.to_string(), due_ms)
+            .ignore();
+        self.retire(&mut pipe, entry_id)
             .query_async(&mut conn)
             .await
     }
@@ -300,26 +295,13 @@ impl Queue {
     /// Records a dead task (the list keeps the newest ones) and retires its entry, atomically.
     pub async fn bury(&self, task_id: Uuid, entry_id: &str) -> RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("LPUSH")
-            .arg(&self.keys.dead)
-            .arg(task_id.to_string())
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .lpush(&self.keys.dead, task_id.to_string())
             .ignore()
-            .cmd("LTRIM")
-            .arg(&self.keys.dead)
-            .arg(0)
-            .arg(DEAD_LIST_LENGTH - 1)
-            .ignore()
-            .cmd("XACK")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.keys.stream)
-            .arg(entry_id)
-            .ignore()
+            .ltrim(&self.keys.dead, 0, DEAD_LIST_LENGTH - 1)
+            .ignore();
+        self.retire(&mut pipe, entry_id)
             .query_async(&mut conn)
             .await
     }
@@ -328,22 +310,11 @@ impl Queue {
     /// shutdown interrupts a task, so another worker starts it at once instead of after `claim_idle`.
     pub async fn hand_back(&self, task_id: Uuid, entry_id: &str) -> RedisResult<String> {
         let mut conn = self.conn.clone();
-        let (new_id,): (String,) = redis::pipe()
-            .atomic()
-            .cmd("XADD")
-            .arg(&self.keys.stream)
-            .arg("*")
-            .arg("task")
-            .arg(task_id.to_string())
-            .cmd("XACK")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.keys.stream)
-            .arg(entry_id)
-            .ignore()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .xadd(&self.keys.stream, "*", &[("task", task_id.to_string())]);
+        let (new_id,): (String,) = self
+            .retire(&mut pipe, entry_id)
             .query_async(&mut conn)
             .await?;
         Ok(new_id)
@@ -365,102 +336,13 @@ impl Queue {
     pub async fn carries(&self, task_id: Uuid, entry_id: Option<&str>) -> RedisResult<bool> {
         let mut conn = self.conn.clone();
         if let Some(entry_id) = entry_id {
-            let entries: Vec<redis::Value> = redis::cmd("XRANGE")
-                .arg(&self.keys.stream)
-                .arg(entry_id)
-                .arg(entry_id)
-                .query_async(&mut conn)
-                .await?;
-            if !entries.is_empty() {
+            let entries: StreamRangeReply =
+                conn.xrange(&self.keys.stream, entry_id, entry_id).await?;
+            if !entries.ids.is_empty() {
                 return Ok(true);
             }
         }
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(&self.keys.retry)
-            .arg(task_id.to_string())
-            .query_async(&mut conn)
-            .await?;
+        let score: Option<f64> = conn.zscore(&self.keys.retry, task_id.to_string()).await?;
         Ok(score.is_some())
-    }
-
-    /// Records that `consumer` is alive.
-    pub async fn heartbeat(&self, consumer: &str) -> RedisResult<()> {
-        let mut conn = self.conn.clone();
-        redis::cmd("HSET")
-            .arg(&self.keys.heartbeats)
-            .arg(consumer)
-            .arg(now_ms())
-            .query_async(&mut conn)
-            .await
-    }
-
-    /// The most recent heartbeat of any worker, in ms since the epoch.
-    pub async fn last_heartbeat(&self) -> RedisResult<Option<i64>> {
-        let mut conn = self.conn.clone();
-        let beats: Vec<i64> = redis::cmd("HVALS")
-            .arg(&self.keys.heartbeats)
-            .query_async(&mut conn)
-            .await?;
-        Ok(beats.into_iter().max())
-    }
-
-    /// Takes the lock of one periodic job for one period: exactly one worker gets `true` per period.
-    pub async fn try_lock_period(
-        &self,
-        job: &str,
-        consumer: &str,
-        period: Duration,
-    ) -> RedisResult<bool> {
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(format!("{}:{job}", self.keys.beat))
-            .arg(consumer)
-            .arg("NX")
-            .arg("PX")
-            .arg(period.as_millis() as u64)
-            .query_async(&mut conn)
-            .await?;
-        Ok(set.is_some())
-    }
-
-    /// Removes consumers that left the group (nothing pending, idle longer than `idle`) and their heartbeats.
-    pub async fn remove_departed_consumers(&self, idle: Duration) -> RedisResult<usize> {
-        let mut conn = self.conn.clone();
-        let info: StreamInfoConsumersReply = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .query_async(&mut conn)
-            .await?;
-        let mut removed = 0;
-        for consumer in info.consumers {
-            if consumer.pending == 0 && consumer.idle as u128 > idle.as_millis() {
-                let _: i64 = redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(&self.keys.stream)
-                    .arg(GROUP)
-                    .arg(&consumer.name)
-                    .query_async(&mut conn)
-                    .await?;
-                let _: i64 = redis::cmd("HDEL")
-                    .arg(&self.keys.heartbeats)
-                    .arg(&consumer.name)
-                    .query_async(&mut conn)
-                    .await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Ids of the most recent dead tasks, newest first.
-    pub async fn dead(&self, limit: isize) -> RedisResult<Vec<String>> {
-        let mut conn = self.conn.clone();
-        redis::cmd("LRANGE")
-            .arg(&self.keys.dead)
-            .arg(0)
-            .arg(limit - 1)
-            .query_async(&mut conn)
-            .await
     }
 }

@@ -8,19 +8,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::worker::WorkerCore;
+use super::shared::WorkerCore;
+use crate::tasks::queue::HEARTBEAT_EVERY;
 
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const PROMOTE_EVERY: Duration = Duration::from_millis(250);
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 const CONSUMER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 const RECONCILE_BATCH: i64 = 200;
 
 /// Starts every loop; each ends when `stop` turns true.
-pub(crate) fn spawn_maintenance(
-    core: Arc<WorkerCore>,
-    stop: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
+pub fn spawn(core: Arc<WorkerCore>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let claim_idle = core.settings.claim_idle;
     vec![
         every(stop.clone(), claim_idle / 3, core.clone(), refresh_claims),
@@ -47,7 +44,7 @@ pub(crate) fn spawn_maintenance(
 }
 
 /// A task unfinished this long past its due time (or lease) is checked against Redis.
-pub fn reconcile_period(claim_idle: Duration) -> Duration {
+fn reconcile_period(claim_idle: Duration) -> Duration {
     claim_idle * 2
 }
 
@@ -97,13 +94,7 @@ where
 
 /// Keeps the claims (Redis) and leases (PostgreSQL) of running tasks alive, so nobody takes them over.
 async fn refresh_claims(core: Arc<WorkerCore>) {
-    let held: Vec<(String, uuid::Uuid)> = core
-        .in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(e, t)| (e.clone(), *t))
-        .collect();
+    let held = core.held();
     if held.is_empty() {
         return;
     }
@@ -154,21 +145,9 @@ async fn reconcile(core: Arc<WorkerCore>) {
     };
     let mut resent = 0;
     for task in stale {
-        match core.queue.carries(task.id, task.stream_id.as_deref()).await {
-            Ok(true) => {}
-            Ok(false) => match core.queue.enqueue(task.id).await {
-                Ok(entry_id) => {
-                    if let Err(err) = core.store.mark_resent(task.id, &entry_id).await {
-                        tracing::warn!(task_id = %task.id, error = %err, "resent task not recorded");
-                    }
-                    tracing::info!(task_id = %task.id, state = task.state.as_str(), "resent a task Redis had lost");
-                    resent += 1;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "reconcile stopped: Redis unavailable");
-                    return;
-                }
-            },
+        match core.lifecycle().resend_if_lost(&task).await {
+            Ok(true) => resent += 1,
+            Ok(false) => {}
             Err(err) => {
                 tracing::warn!(error = %err, "reconcile stopped: Redis unavailable");
                 return;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Backups of the live stack, from the host: drives the `backup` service of compose/live.yml, which runs
+# backup/backup.sh with the PostgreSQL image's pg_dump/pg_restore.
+#
+#   scripts/backup.sh now                      back up now (also runs on BACKUP_SCHEDULE by itself)
+#   scripts/backup.sh list                     the backups: name, age, size
+#   scripts/backup.sh verify [NAME|newest]     restore into a scratch database, print its row counts, drop it;
+#                                              live data is not touched
+#   scripts/backup.sh restore [NAME|newest]    stop app and tasks, restore into a fresh database, migrate it,
+#                                              swap it in by rename (the old one stays as <db>_before_restore),
+#                                              start app and tasks again
+#
+# Refuses (one line, exit 1) a missing file, a file that is not a complete PostgreSQL custom-format dump, and a
+# dump from a newer schema than this version's `app migrate` knows; live data is unchanged then.
+# Environment: COMPOSE_FILE (default compose/live.yml), COMPOSE_PROJECT_NAME, APP_VERSION and the other variables
+# of compose/live.yml, as for `docker compose up`.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+compose_file=${COMPOSE_FILE:-$repo/compose/live.yml}
+root=/var/lib/postgresql   # where the backup service keeps the files (its volume)
+
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+die() { echo "backup: $*" >&2; exit 1; }
+dc() { docker compose -f "$compose_file" "$@"; }
+# backup/backup.sh in the running backup service; its own refusals ("backup: ERROR: ...") pass through.
+in_backup() { dc exec -T backup sh /etc/backup/backup.sh "$@"; }
+
+human_age() {
+    local s=$1
+    if [ "$s" -lt 120 ]; then echo "${s}s"
+    elif [ "$s" -lt 7200 ]; then echo "$((s / 60))m"
+    elif [ "$s" -lt 172800 ]; then echo "$((s / 3600))h"
+    else echo "$((s / 86400))d"; fi
+}
+
+resolve() { # NAME|newest|"" -> a file name in the backup volume
+    local name=${1:-newest}
+    if [ "$name" = newest ]; then
+        name=$(in_backup newest) || exit 1
+        [ -n "$name" ] || die "there is no backup yet (scripts/backup.sh now)"
+    fi
+    case $name in */*|"") die "give a backup's name as 'list' prints it, not a path: $name" ;; esac
+    echo "$name"
+}
+
+cmd_list() {
+    local out name age size
+    out=$(in_backup list) || exit 1
+    [ -n "$out" ] || { echo "no backups yet"; return; }
+    printf '%-50s %8s %12s\n' NAME AGE BYTES
+    while read -r name age size; do
+        printf '%-50s %8s %12s\n' "$name" "$(human_age "$age")" "$size"
+    done <<<"$out"
+}
+
+cmd_verify() {
+    local name db scratch
+    name=$(resolve "${1:-}")
+    db=$(in_backup dbname)
+    scratch="${db}_verify_$$"
+    in_backup restore-into "$root/$name" "$scratch" >/dev/null || exit 1
+    echo "verify: $name restores; rows per table:"
+    in_backup counts "$scratch" | sed 's/^/  /' || { in_backup drop "$scratch"; exit 1; }
+    in_backup drop "$scratch"
+}
+
+cmd_restore() {
+    local name db fresh out
+    name=$(resolve "${1:-}")
+    db=$(in_backup dbname)
+    fresh="${db}_restore"
+    # Before anything stops: a file that cannot be restored changes nothing.
+    in_backup verify-file "$root/$name" >/dev/null || exit 1
+    echo "restore: stopping app and tasks"
+    out=$(dc stop app tasks 2>&1) || die "could not stop app and tasks: $(tail -n 1 <<<"$out")"
+    # Compose's progress lines go to stderr; only a failure is worth a line there.
+    start_again() {
+        local started
+        echo "restore: starting app and tasks"
+        started=$(dc start app tasks 2>&1) || echo "backup: could not start app and tasks: $(tail -n 1 <<<"$started")" >&2
+    }
+    in_backup drop "$fresh"
+    if ! in_backup restore-into "$root/$name" "$fresh"; then start_again; exit 1; fi
+    # The code's migrations on the restored schema; sqlx refuses a database that has a migration it does not know.
+    if ! out=$(dc run --rm --no-deps -T -e POSTGRES_DB="$fresh" migrate 2>&1); then
+        in_backup drop "$fresh"
+        start_again
+        if grep -q "missing in the resolved migrations" <<<"$out"; then
+            die "refused: $name is from a newer schema than this version knows (live database unchanged)"
+        fi
+        die "refused: app migrate failed on the restored $name (live database unchanged): $(tail -n 1 <<<"$out")"
+    fi
+    if ! in_backup swap "$fresh"; then start_again; exit 1; fi
+    start_again
+    echo "restore: $name is live"
+}
+
+case ${1:-} in
+    -h|--help|help) usage ;;
+    now) in_backup now ;;
+    list) cmd_list ;;
+    verify) cmd_verify "${2:-}" ;;
+    restore) cmd_restore "${2:-}" ;;
+    "") usage >&2; exit 2 ;;
+    *) echo "backup: unknown command '$1' (scripts/backup.sh --help)" >&2; exit 2 ;;
+esac

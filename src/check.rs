@@ -1,0 +1,109 @@
+//! `app check`: the loaded configuration, printed with every secret redacted.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use crate::config::Settings;
+
+/// Prints the settings, one `name value` line each.
+pub fn print(settings: &Settings) {
+    println!("configuration is valid:");
+    for (name, value) in redacted(settings) {
+        println!("  {name:<20} {value}");
+    }
+}
+
+/// `(name, value)` pairs, secrets redacted.
+pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
+    let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+    let millis = |d: Duration| format!("{}ms", d.as_millis());
+    let s = settings;
+    vec![
+        ("database", redact_url(s.database.url.expose_secret())),
+        ("db_pool_size", s.database.pool_size.to_string()),
+        ("db_acquire_timeout", millis(s.database.acquire_timeout)),
+        ("redis", redact_url(s.redis_url.expose_secret())),
+        ("secret_key", "[REDACTED]".into()),
+        ("debug", s.debug.to_string()),
+        ("allowed_hosts", s.allowed_hosts.join(",")),
+        ("listen_addr", s.listen_addr.to_string()),
+        ("metrics_addr", s.metrics_addr.to_string()),
+        ("wait_timeout", secs(s.wait_timeout)),
+        ("shutdown_timeout", secs(s.shutdown_timeout)),
+        ("migrate_on_start", s.migrate_on_start.to_string()),
+        (
+            "static_dir",
+            s.static_dir
+                .as_ref()
+                .map_or("(embedded)".into(), |p| p.display().to_string()),
+        ),
+        (
+            "template_dir",
+            s.template_dir
+                .as_ref()
+                .map_or("(embedded)".into(), |p| p.display().to_string()),
+        ),
+        ("max_body_bytes", s.max_body_bytes.to_string()),
+        ("request_timeout", secs(s.request_timeout)),
+        ("log_format", format!("{:?}", s.log_format).to_lowercase()),
+        ("log_probes", s.log_probes.to_string()),
+        ("queue_name", s.queue.name.clone()),
+        ("worker_concurrency", s.queue.concurrency.to_string()),
+        ("task_max_attempts", s.queue.max_attempts.to_string()),
+        ("task_retry_base", millis(s.queue.retry_base)),
+        ("task_claim_idle", millis(s.queue.claim_idle)),
+        ("task_timeout", secs(s.queue.task_timeout)),
+        ("task_retention", secs(s.queue.retention)),
+    ]
+}
+
+/// Replaces the password of a URL with `***`, for display, also one given as a query parameter
+/// (`?password=…`, which sqlx accepts). Unparsable input is hidden entirely.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "[unparsable, hidden]".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    let secret_key = |k: &str| k.to_ascii_lowercase().contains("password");
+    if url.query_pairs().any(|(k, _)| secret_key(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_appear_in_the_redacted_settings() {
+        let vars = [
+            ("POSTGRES_PASSWORD", "hunter2-pg"),
+            ("SECRET_KEY", "0123456789abcdef0123456789abcdef-good"),
+            ("REDIS_PASSWORD", "hunter2-redis"),
+        ];
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let settings = Settings::from_lookup(lookup).unwrap();
+        let shown = format!("{:?}", redacted(&settings));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+}

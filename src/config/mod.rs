@@ -1,0 +1,295 @@
+//! Settings from the environment (12-factor), validated all at once.
+//!
+//! Every problem is collected before anything fails (see [`env`]), so a misconfigured deployment is fixed in one
+//! round trip. Secrets are held in [`SecretString`]: their `Debug` prints `[REDACTED]`, and no error message ever
+//! quotes them. Each default is written once, here or in [`QueueSettings::default`].
+
+mod dependencies;
+mod env;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+
+pub use dependencies::DatabaseSettings;
+pub use env::ConfigError;
+use env::Env;
+
+/// The key `DEBUG=true` falls back to. Refused when `DEBUG=false`, like Django's `django-insecure-` keys.
+pub const DEVELOPMENT_SECRET_KEY: &str = "dev-insecure-secret-key-do-not-use-in-production";
+const MIN_SECRET_KEY_LEN: usize = 32;
+
+/// `LISTEN_ADDR` when unset; `app healthcheck` probes its port too.
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8000);
+/// `METRICS_ADDR` when unset; `app healthcheck --metrics` probes its port too.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub redis_url: SecretString,
+    pub secret_key: SecretString,
+    pub debug: bool,
+    /// `ALLOWED_HOSTS` patterns, lowercased (matched by `http::hosts`).
+    pub allowed_hosts: Vec<String>,
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub wait_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub migrate_on_start: bool,
+    pub static_dir: Option<PathBuf>,
+    /// With `debug`: templates read from here on each change instead of the embedded ones.
+    pub template_dir: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub log_format: LogFormat,
+    /// `LOG_PROBES`: also log `/healthz` and `/readyz` at info (off: orchestrators call them every few seconds).
+    pub log_probes: bool,
+    pub queue: QueueSettings,
+}
+
+/// The worker's tuning knobs; defaults are small enough for a demo (crash pick-up < 30 s, `dead` < 1 min).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub name: String,
+    pub concurrency: usize,
+    pub max_attempts: i32,
+    pub retry_base: Duration,
+    pub claim_idle: Duration,
+    pub task_timeout: Duration,
+    pub retention: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            name: "tasks".into(),
+            concurrency: 4,
+            max_attempts: 5,
+            retry_base: Duration::from_millis(1000),
+            claim_idle: Duration::from_millis(10_000),
+            task_timeout: Duration::from_secs(120),
+            retention: Duration::from_secs(168 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any variable source (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut env = Env::new(&lookup);
+        let debug = env.flag("DEBUG", false);
+        let database = dependencies::database_settings(&mut env);
+        let redis_url = dependencies::redis_url(&mut env);
+        let secret_key = secret_key(&mut env, debug);
+        let allowed_hosts = env
+            .string("ALLOWED_HOSTS")
+            .unwrap_or_else(|| "localhost,127.0.0.1,[::1]".into())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let log_format = log_format(&mut env, debug);
+        let defaults = QueueSettings::default();
+        let queue = QueueSettings {
+            name: env.string("QUEUE_NAME").unwrap_or(defaults.name),
+            concurrency: env.positive("WORKER_CONCURRENCY", defaults.concurrency),
+            max_attempts: env.positive("TASK_MAX_ATTEMPTS", defaults.max_attempts),
+            retry_base: env.millis("TASK_RETRY_BASE_MS", defaults.retry_base),
+            claim_idle: env.millis("TASK_CLAIM_IDLE_MS", defaults.claim_idle),
+            task_timeout: env.seconds("TASK_TIMEOUT", defaults.task_timeout),
+            retention: env.hours("TASK_RETENTION_HOURS", defaults.retention),
+        };
+        let settings = Settings {
+            database,
+            redis_url,
+            secret_key,
+            debug,
+            allowed_hosts,
+            listen_addr: env.parse("LISTEN_ADDR", DEFAULT_LISTEN_ADDR),
+            metrics_addr: env.parse("METRICS_ADDR", DEFAULT_METRICS_ADDR),
+            wait_timeout: env.seconds("WAIT_TIMEOUT", Duration::from_secs(60)),
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
+            migrate_on_start: env.flag("MIGRATE_ON_START", false),
+            static_dir: env.string("STATIC_DIR").map(PathBuf::from),
+            template_dir: env.string("TEMPLATE_DIR").map(PathBuf::from),
+            max_body_bytes: env.positive("MAX_BODY_BYTES", 1024 * 1024),
+            request_timeout: env.seconds("REQUEST_TIMEOUT", Duration::from_secs(30)),
+            log_format,
+            log_probes: env.flag("LOG_PROBES", false),
+            queue,
+        };
+        env.finish(settings)
+    }
+
+    pub fn pg_connect_options(&self) -> PgConnectOptions {
+        // Validated in `database_settings`, so this parse cannot fail for a built `Settings`.
+        PgConnectOptions::from_str(self.database.url.expose_secret())
+            .unwrap_or_else(|_| PgConnectOptions::new())
+    }
+}
+
+fn log_format(env: &mut Env<'_>, debug: bool) -> LogFormat {
+    match env.string("LOG_FORMAT").as_deref() {
+        None if debug => LogFormat::Pretty,
+        None => LogFormat::Json,
+        Some("json") => LogFormat::Json,
+        Some("pretty") => LogFormat::Pretty,
+        Some(other) => {
+            env.problem(format!(
+                "LOG_FORMAT: expected `json` or `pretty`, got `{other}`"
+            ));
+            LogFormat::Json
+        }
+    }
+}
+
+fn secret_key(env: &mut Env<'_>, debug: bool) -> SecretString {
+    match env.secret("SECRET_KEY") {
+        Some(key) if !debug => {
+            let exposed = key.expose_secret();
+            if exposed == DEVELOPMENT_SECRET_KEY {
+                env.problem(
+                    "SECRET_KEY: the development key must not be used with DEBUG=false".into(),
+                );
+            } else if exposed.chars().count() < MIN_SECRET_KEY_LEN {
+                env.problem(format!(
+                    "SECRET_KEY: must be at least {MIN_SECRET_KEY_LEN} characters with DEBUG=false"
+                ));
+            }
+            key
+        }
+        Some(key) => key,
+        None if debug => SecretString::from(DEVELOPMENT_SECRET_KEY),
+        None => {
+            if !env.is_set("SECRET_KEY") {
+                env.problem("SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG=false".into());
+            }
+            SecretString::from(String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const GOOD_KEY: &str = "0123456789abcdef0123456789abcdef-good";
+
+    #[test]
+    fn minimal_live_configuration_is_valid() {
+        let s = settings(&[("POSTGRES_PASSWORD", "pw"), ("SECRET_KEY", GOOD_KEY)]).unwrap();
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "postgres://postgres:pw@db:5432/postgres"
+        );
+        assert_eq!(s.redis_url.expose_secret(), "redis://redis:6379/0");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(!s.debug);
+    }
+
+    #[test]
+    fn database_url_wins_over_components() {
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://u:p@h:1/d"),
+            ("POSTGRES_HOST", "ignored"),
+            ("SECRET_KEY", GOOD_KEY),
+        ])
+        .unwrap();
+        assert_eq!(s.database.url.expose_secret(), "postgres://u:p@h:1/d");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = settings(&[
+            ("DEBUG", "maybe"),
+            ("LISTEN_ADDR", "nowhere"),
+            ("SECRET_KEY", "x"),
+            ("SECRET_KEY_FILE", "/nonexistent"),
+            ("POSTGRES_PASSWORD_FILE", "/nonexistent/pw"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("LOG_PROBES", "sometimes"),
+        ])
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains("DEBUG"), "{all}");
+        assert!(all.contains("LISTEN_ADDR"), "{all}");
+        assert!(all.contains("SECRET_KEY and SECRET_KEY_FILE"), "{all}");
+        assert!(all.contains("POSTGRES_PASSWORD_FILE: cannot read"), "{all}");
+        assert!(all.contains("WORKER_CONCURRENCY"), "{all}");
+        assert!(all.contains("LOG_PROBES"), "{all}");
+        assert_eq!(err.problems.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn development_key_is_refused_without_debug() {
+        let err = settings(&[
+            ("POSTGRES_PASSWORD", "pw"),
+            ("SECRET_KEY", DEVELOPMENT_SECRET_KEY),
+        ])
+        .unwrap_err();
+        assert!(err.problems[0].contains("development key"));
+        let ok = settings(&[("POSTGRES_PASSWORD", "pw"), ("DEBUG", "true")]).unwrap();
+        assert_eq!(ok.secret_key.expose_secret(), DEVELOPMENT_SECRET_KEY);
+        assert_eq!(ok.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_problems() {
+        let s = settings(&[
+            ("POSTGRES_PASSWORD", "hunter2-pg"),
+            ("SECRET_KEY", GOOD_KEY),
+            ("REDIS_PASSWORD", "hunter2-redis"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains(GOOD_KEY), "{debug}");
+        let err = settings(&[
+            ("DATABASE_URL", "not a url hunter2"),
+            ("SECRET_KEY", "short-hunter2"),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redis_password_is_put_into_the_url() {
+        let s = settings(&[
+            ("POSTGRES_PASSWORD", "pw"),
+            ("SECRET_KEY", GOOD_KEY),
+            ("REDIS_PASSWORD", "p@ss word"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.redis_url.expose_secret(),
+            "redis://:p%40ss%20word@redis:6379/0"
+        );
+    }
+}

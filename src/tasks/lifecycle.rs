@@ -1,0 +1,214 @@
+//! Every change of a task's state that touches both stores. Each writes PostgreSQL (the source of truth) first and
+//! Redis (the delivery) second, so a crash between the two only causes a redelivery, which PostgreSQL then
+//! settles (the task is found finished and dropped), or a resend by the reconciler.
+
+use std::time::Duration;
+
+use redis::RedisResult;
+use serde_json::Value;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::kinds::TaskSpec;
+use super::queue::{Queue, now_ms};
+use super::records::{NewTask, StaleTask, StartedTask, TaskRecord};
+use super::store::TaskStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("database unavailable")]
+    Database(#[from] sqlx::Error),
+    #[error("queue unavailable")]
+    Queue(#[from] redis::RedisError),
+    #[error("enqueue interrupted")]
+    Interrupted,
+}
+
+/// How an attempt ended, as the worker decided it.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Value),
+    Retry { error: String, delay: Duration },
+    Dead { error: String },
+}
+
+impl Outcome {
+    /// The `outcome` label of the `tasks_total` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done(_) => "done",
+            Self::Retry { .. } => "retry",
+            Self::Dead { .. } => "dead",
+        }
+    }
+}
+
+/// A task whose attempt succeeded, waiting for its batch (`worker/done_batch.rs`).
+#[derive(Debug)]
+pub struct DoneTask {
+    pub task_id: Uuid,
+    pub entry_id: String,
+    pub result: Value,
+    /// For the log line, which is written outside the task's span.
+    pub request_id: Option<String>,
+}
+
+/// Both halves of the task state, borrowed for one transition.
+pub struct Lifecycle<'a> {
+    store: &'a TaskStore,
+    queue: &'a Queue,
+}
+
+impl<'a> Lifecycle<'a> {
+    pub fn new(store: &'a TaskStore, queue: &'a Queue) -> Self {
+        Self { store, queue }
+    }
+
+    /// Records a task and hands it to the workers. The row is committed first and the stream entry added second,
+    /// so a worker never receives an id it cannot find; if Redis refuses, the row is removed again and nothing is
+    /// left.
+    ///
+    /// Runs as its own task: axum drops a handler's future when the client disconnects, and a drop between the two
+    /// writes would leave a queued row that only the reconciler would send, a minute later.
+    pub async fn enqueue(
+        &self,
+        spec: &TaskSpec,
+        max_attempts: i32,
+        request_id: Option<&str>,
+    ) -> Result<TaskRecord, EnqueueError> {
+        let task = NewTask {
+            id: Uuid::new_v4(),
+            spec: spec.clone(),
+            max_attempts,
+            request_id: request_id.map(str::to_owned),
+        };
+        let (store, queue) = (self.store.clone(), self.queue.clone());
+        let both_writes =
+            async move { Lifecycle::new(&store, &queue).insert_and_send(&task).await };
+        match tokio::spawn(both_writes.in_current_span()).await {
+            Ok(result) => result,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(EnqueueError::Interrupted),
+            },
+        }
+    }
+
+    async fn insert_and_send(&self, task: &NewTask) -> Result<TaskRecord, EnqueueError> {
+        let record = self.store.insert(task).await?;
+        match self.queue.enqueue(task.id).await {
+            Ok(entry_id) => {
+                // Only bookkeeping for the reconciler (the task is already safely queued): not waited for.
+                self.store.note_stream_id(task.id, entry_id);
+                Ok(record)
+            }
+            Err(err) => {
+                if let Err(db_err) = self.store.delete_unsent(task.id).await {
+                    tracing::error!(task_id = %task.id, error = %db_err,
+                        "could not remove a task Redis refused; the reconciler will send it later");
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Records a batch of successful attempts in one `UPDATE`, then retires their entries in one round trip.
+    pub async fn finish_done(&self, worker: &str, tasks: Vec<DoneTask>) {
+        let (ids, results): (Vec<Uuid>, Vec<Value>) =
+            tasks.iter().map(|t| (t.task_id, t.result.clone())).unzip();
+        match self.store.mark_done_many(&ids, worker, &results).await {
+            Ok(recorded) => {
+                for t in &tasks {
+                    let request_id = t.request_id.as_deref().unwrap_or("-");
+                    if recorded.contains(&t.task_id) {
+                        tracing::info!(task_id = %t.task_id, request_id, "task done");
+                    } else {
+                        tracing::warn!(task_id = %t.task_id, request_id,
+                            "lease lost before the outcome was recorded; another worker owns the task");
+                    }
+                }
+            }
+            Err(err) => tracing::error!(tasks = ids.len(), error = %err,
+                "could not record the outcomes; the tasks will run again"),
+        }
+        let entries: Vec<&str> = tasks.iter().map(|t| t.entry_id.as_str()).collect();
+        if let Err(err) = self.queue.ack_many(&entries).await {
+            tracing::warn!(error = %err, "could not retire the queue entries; redeliveries will be dropped");
+        }
+    }
+
+    /// Records a failed attempt, then retires its entry: scheduled again when retried, moved to the dead list when
+    /// dead. (Successes go through [`Lifecycle::finish_done`], in batches.)
+    pub async fn finish(&self, worker: &str, task: &StartedTask, entry_id: &str, outcome: Outcome) {
+        let (recorded, retired) = match outcome {
+            Outcome::Done(value) => {
+                let done = DoneTask {
+                    task_id: task.id,
+                    entry_id: entry_id.to_owned(),
+                    result: value,
+                    request_id: task.request_id.clone(),
+                };
+                self.finish_done(worker, vec![done]).await;
+                return;
+            }
+            Outcome::Retry { error, delay } => {
+                let recorded = self
+                    .store
+                    .mark_failed(task.id, worker, &error, Some(delay))
+                    .await;
+                let due = now_ms() + delay.as_millis() as i64;
+                let retired = self.queue.schedule_retry(task.id, entry_id, due).await;
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "task failed; will retry");
+                (recorded, retired)
+            }
+            Outcome::Dead { error } => {
+                let recorded = self.store.mark_failed(task.id, worker, &error, None).await;
+                let retired = self.queue.bury(task.id, entry_id).await;
+                tracing::error!(%error, attempts = task.attempts, "task dead");
+                (recorded, retired)
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "lease lost before the outcome was recorded; another worker owns the task"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "could not record the outcome; the task will run again")
+            }
+        }
+        if let Err(err) = retired {
+            tracing::warn!(error = %err, "could not retire the queue entry; a redelivery will be dropped");
+        }
+    }
+
+    /// Gives back a task a shutdown interrupted: `queued` again without counting the attempt, and a fresh stream
+    /// entry in place of the held one, so another worker starts it at once instead of after `claim_idle`.
+    pub async fn hand_back(&self, worker: &str, task_id: Uuid, entry_id: &str) {
+        let in_db = self.store.hand_back(task_id, worker).await;
+        let in_queue = self.queue.hand_back(task_id, entry_id).await;
+        match (in_db, in_queue) {
+            (Ok(_), Ok(_)) => tracing::info!(%task_id, "handed back an interrupted task"),
+            (db, queue) => tracing::warn!(%task_id, db_ok = db.is_ok(), queue_ok = queue.is_ok(),
+                "could not fully hand back a task; it will be taken over after its lease ends"),
+        }
+    }
+
+    /// Sends a stale task again when Redis no longer carries it; `true` when it was resent. Here Redis comes
+    /// first: PostgreSQL already says the task is due, and only notes the new entry.
+    pub async fn resend_if_lost(&self, task: &StaleTask) -> RedisResult<bool> {
+        if self
+            .queue
+            .carries(task.id, task.stream_id.as_deref())
+            .await?
+        {
+            return Ok(false);
+        }
+        let entry_id = self.queue.enqueue(task.id).await?;
+        if let Err(err) = self.store.mark_resent(task.id, &entry_id).await {
+            tracing::warn!(task_id = %task.id, error = %err, "resent task not recorded");
+        }
+        tracing::info!(task_id = %task.id, state = task.state.as_str(), "resent a task Redis had lost");
+        Ok(true)
+    }
+}

@@ -1,0 +1,241 @@
+//! Taking deliveries and running them: abandoned entries first, then new ones, with bounded concurrency. The
+//! worker decides each attempt's outcome here; the lifecycle records it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::shared::WorkerCore;
+use crate::tasks::kinds::TaskSpec;
+use crate::tasks::lifecycle::Outcome;
+use crate::tasks::queue::{Delivery, is_nogroup};
+use crate::tasks::records::{StartOutcome, StartedTask};
+
+/// How long one XREADGROUP blocks: short, so a shutdown is noticed within a second.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
+/// `base · 2^(attempt-1)`, capped.
+pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
+    let exponent = attempt.saturating_sub(1).clamp(0, 20) as u32;
+    base.saturating_mul(2u32.saturating_pow(exponent))
+        .min(MAX_RETRY_DELAY)
+}
+
+/// Takes deliveries while there is capacity; returns the set of running tasks when told to stop.
+pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
+    let slots = Arc::new(Semaphore::new(core.settings.concurrency));
+    let mut running = JoinSet::new();
+    let mut reader = Reader::new();
+    let mut backoff = Duration::from_millis(100);
+
+    while !*stop.borrow() {
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+
+        let deliveries = match reader.fetch(&core, free).await {
+            Ok(deliveries) => {
+                backoff = Duration::from_millis(100);
+                deliveries
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot read the queue");
+                reader.blocking = None;
+                if is_nogroup(&err) {
+                    // Redis lost the group (restart without persistence): recreate it; the reconciler resends.
+                    let _ = core.queue.ensure_group().await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+
+        for delivery in deliveries {
+            if *stop.borrow() {
+                // Received while stopping: give it straight back rather than start it.
+                if let Err(err) = core
+                    .queue
+                    .hand_back(delivery.task_id, &delivery.entry_id)
+                    .await
+                {
+                    tracing::warn!(error = %err, "could not hand back a delivery; it will be reclaimed");
+                }
+                continue;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            core.hold(&delivery.entry_id, delivery.task_id);
+            let core = core.clone();
+            running.spawn(async move {
+                handle(&core, &delivery).await;
+                core.release(&delivery.entry_id);
+                drop(permit);
+            });
+        }
+    }
+    running
+}
+
+/// Where the intake is in the queue: its blocking connection and its scan for abandoned entries.
+struct Reader {
+    blocking: Option<redis::aio::MultiplexedConnection>,
+    claim_cursor: String,
+    next_claim_scan: Instant,
+}
+
+impl Reader {
+    fn new() -> Self {
+        Self {
+            blocking: None,
+            claim_cursor: String::from("0-0"),
+            next_claim_scan: Instant::now(),
+        }
+    }
+
+    /// Abandoned entries first (periodically), then new ones.
+    async fn fetch(&mut self, core: &WorkerCore, free: usize) -> redis::RedisResult<Vec<Delivery>> {
+        if Instant::now() >= self.next_claim_scan {
+            let (claimed, cursor) = core
+                .queue
+                .claim_abandoned(
+                    &core.consumer,
+                    core.settings.claim_idle,
+                    &self.claim_cursor,
+                    free,
+                )
+                .await?;
+            if cursor == "0-0" {
+                self.next_claim_scan = Instant::now() + core.settings.claim_idle / 4;
+            }
+            self.claim_cursor = cursor;
+            if !claimed.is_empty() {
+                tracing::info!(
+                    count = claimed.len(),
+                    "took over tasks abandoned by another worker"
+                );
+                return Ok(claimed);
+            }
+        }
+        let conn = match &mut self.blocking {
+            Some(conn) => conn,
+            empty => empty.insert(core.queue.blocking_connection(READ_BLOCK).await?),
+        };
+        core.queue
+            .read_new(conn, &core.consumer, free, READ_BLOCK)
+            .await
+    }
+}
+
+/// One delivery: start it (taking the lease), or drop it, or leave it to the worker that holds it.
+async fn handle(core: &WorkerCore, delivery: &Delivery) {
+    let outcome = core
+        .store
+        .start(
+            delivery.task_id,
+            &core.consumer,
+            &delivery.entry_id,
+            core.settings.claim_idle,
+        )
+        .await;
+    match outcome {
+        Ok(StartOutcome::Started(task)) => run_started(core, task, &delivery.entry_id).await,
+        Ok(StartOutcome::Drop(reason)) => {
+            tracing::debug!(task_id = %delivery.task_id, reason, "dropping a delivery");
+            if let Err(err) = core.queue.ack(&delivery.entry_id).await {
+                tracing::warn!(error = %err, "could not acknowledge a dropped delivery");
+            }
+        }
+        Ok(StartOutcome::HeldElsewhere) => {
+            // Left pending: if the holder dies, its lease ends and the entry is taken over again.
+            tracing::debug!(task_id = %delivery.task_id, "task is running on another worker");
+        }
+        Err(err) => {
+            tracing::warn!(task_id = %delivery.task_id, error = %err,
+                "database unavailable; the delivery stays pending and will be retried");
+        }
+    }
+}
+
+async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str) {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %task.id,
+        kind = %task.kind,
+        request_id = task.request_id.as_deref().unwrap_or("-"),
+        attempt = task.attempts,
+    );
+    async move {
+        let started = Instant::now();
+        let result = if task.attempts > task.max_attempts {
+            Err(format!(
+                "gave up after {} attempts; the last one was interrupted (worker crash or timeout)",
+                task.max_attempts
+            ))
+        } else {
+            tracing::info!("task started");
+            execute(&task, core.settings.task_timeout).await
+        };
+        let outcome = match result {
+            Ok(value) => Outcome::Done(value),
+            Err(error) if task.attempts < task.max_attempts => Outcome::Retry {
+                error,
+                delay: retry_delay(core.settings.retry_base, task.attempts),
+            },
+            Err(error) => Outcome::Dead { error },
+        };
+        let label = outcome.label();
+        match outcome {
+            Outcome::Done(value) => core.done_batches().done(&task, entry_id, value).await,
+            failed => {
+                core.lifecycle()
+                    .finish(&core.consumer, &task, entry_id, failed)
+                    .await
+            }
+        }
+        let kind = task.kind.clone();
+        metrics::counter!("tasks_total", "kind" => kind.clone(), "outcome" => label).increment(1);
+        metrics::histogram!("task_duration_seconds", "kind" => kind).record(started.elapsed());
+    }
+    .instrument(span)
+    .await
+}
+
+async fn execute(task: &StartedTask, timeout: Duration) -> Result<serde_json::Value, String> {
+    let spec = match TaskSpec::parse(&task.kind, &task.payload) {
+        Ok(spec) => spec,
+        Err(err) => return Err(err.to_string()),
+    };
+    match tokio::time::timeout(timeout, spec.run()).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("timed out after {}s", timeout.as_secs_f64())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_and_is_capped() {
+        let base = Duration::from_millis(500);
+        assert_eq!(retry_delay(base, 1), Duration::from_millis(500));
+        assert_eq!(retry_delay(base, 2), Duration::from_millis(1000));
+        assert_eq!(retry_delay(base, 4), Duration::from_millis(4000));
+        assert_eq!(retry_delay(base, 40), MAX_RETRY_DELAY);
+    }
+}

@@ -1,0 +1,66 @@
+"""The images the suite runs match the image contract the Nix images are checked against.
+
+nix/image-contract.nix fails the flake's evaluation unless the Nix images' config (user, entrypoint, cmd, env,
+exposed ports, workdir) equals nix/image.json and their labels are the OCI source/revision/version labels. This
+check holds the images the suite runs (the stand-ins, or with E2E_REAL_IMAGES=1 the loaded Nix images) to the same
+contract through `docker image inspect`, so a change on one side that the other misses fails.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+from harness import REPO, TAG, check, log
+
+
+def expected_config(spec):
+    """The config fields of one nix/image.json section, normalised like nix/image-contract.nix."""
+    return {
+        "User": f"{spec['user']['uid']}:{spec['user']['gid']}",
+        "Entrypoint": spec["entrypoint"],
+        "Cmd": spec["cmd"] or None,  # Docker reports an empty Cmd as null
+        "WorkingDir": spec["workdir"],
+        "Env": sorted(f"{k}={v}" for k, v in spec["env"].items()),
+        "ExposedPorts": sorted(f"{p}/tcp" for p in spec["ports"]),
+    }
+
+
+def actual_config(config):
+    return {
+        "User": config.get("User"),
+        "Entrypoint": config.get("Entrypoint"),
+        "Cmd": config.get("Cmd") or None,
+        "WorkingDir": config.get("WorkingDir"),
+        "Env": sorted(config.get("Env") or []),
+        "ExposedPorts": sorted((config.get("ExposedPorts") or {}).keys()),
+    }
+
+
+def expected_labels():
+    """The labels the flake sets (nix/images.nix): source from Cargo.toml, version from Cargo.toml."""
+    cargo = open(os.path.join(REPO, "Cargo.toml")).read()
+    version = re.search(r'^version\s*=\s*"([^"]+)"', cargo, re.M).group(1)
+    source = re.search(r'^repository\s*=\s*"([^"]+)"', cargo, re.M).group(1)
+    return {"org.opencontainers.image.source": source, "org.opencontainers.image.version": version}
+
+
+def check_image_contract():
+    layout = json.load(open(os.path.join(REPO, "nix", "image.json")))
+    labels = expected_labels()
+    for section in ("app", "static"):
+        ref = f"{layout[section]['image']}:{TAG}"
+        p = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, text=True)
+        if not check(f"image contract: {ref} exists", p.returncode == 0, p.stderr.strip()):
+            continue
+        config = json.loads(p.stdout)[0]["Config"]
+        want, got = expected_config(layout[section]), actual_config(config)
+        diff = {k: {"image.json": want[k], "image": got[k]} for k in want if want[k] != got[k]}
+        check(f"image contract: {ref} config (user, entrypoint, cmd, env, ports, workdir) = nix/image.json",
+              not diff, json.dumps(diff))
+        have = config.get("Labels") or {}
+        wrong = {k: have.get(k) for k, v in labels.items() if have.get(k) != v}
+        revision = have.get("org.opencontainers.image.revision", "")
+        check(f"image contract: {ref} carries the flake's OCI labels", not wrong and bool(revision),
+              f"wrong or missing: {wrong}, revision={revision!r}")
+    log("image contract: checked against nix/image.json, the file nix/image-contract.nix holds the Nix images to")
