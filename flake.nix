@@ -161,6 +161,7 @@
                 version
                 ;
             }
+            // import ./nix/script-apps.nix { inherit lib pkgs; }
           );
 
           # The cargo checks' inputs (toolchain, PostgreSQL and Redis for the tests) plus the tools

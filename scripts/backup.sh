@@ -83,7 +83,7 @@ cmd_restore() {
     in_backup drop "$fresh"
     if ! in_backup restore-into "$root/$name" "$fresh"; then start_again; exit 1; fi
     # The code's migrations on the restored schema; sqlx refuses a database that has a migration it does not know.
-    if ! out=$(dc run --rm --no-deps -T -e POSTGRES_DB="$fresh" migrate 2>&1); then
+    if ! out=$(dc run --rm --no-deps -T -e POSTGRES_DB="$fresh" migrate migrate --refuse-newer 2>&1); then
         in_backup drop "$fresh"
         start_again
         if grep -q "missing in the resolved migrations" <<<"$out"; then

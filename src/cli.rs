@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
+use crate::db::NewerMigrations;
 use crate::startup::Application;
 use crate::tasks::{Queue, TaskStore, worker::Worker};
 use crate::{assets, check, collectstatic, db, healthcheck, shutdown, telemetry, wait};
@@ -31,8 +32,12 @@ pub enum Command {
     Serve,
     /// Run the tasks worker and its periodic jobs (waits for PostgreSQL and Redis first).
     Tasks,
-    /// Apply the embedded database migrations, then exit.
-    Migrate,
+    /// Apply the embedded database migrations, then exit. Migrations from a newer version are left as they are.
+    Migrate {
+        /// Fail instead when the database has a migration this version does not know (restoring a backup).
+        #[arg(long)]
+        refuse_newer: bool,
+    },
     /// Wait until PostgreSQL and Redis answer, with backoff, up to WAIT_TIMEOUT seconds.
     Wait,
     /// Exit 0 when the running server answers its liveness endpoint within 2 s.
@@ -120,27 +125,40 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
+/// MIGRATE_ON_START: `serve` and `tasks` apply the migrations before they start (under sqlx's advisory lock, so
+/// any number of replicas may start at once), for engines with no one-shot step before them (Docker Swarm).
+async fn migrate_on_start(settings: &Settings) -> anyhow::Result<()> {
+    if settings.migrate_on_start {
+        db::migrate(&db::pool(settings), NewerMigrations::Keep).await?;
+        tracing::info!("migrations applied (MIGRATE_ON_START)");
+    }
+    Ok(())
+}
+
 /// The commands that need the dependencies: each waits for them first, so no wrapper script is needed.
 async fn run_service(command: Command, settings: Settings) -> anyhow::Result<()> {
     wait::wait_for_dependencies(&settings).await?;
     match command {
         Command::Wait => Ok(()),
-        Command::Migrate => {
-            db::migrate(&db::pool(&settings)).await?;
+        Command::Migrate { refuse_newer } => {
+            let newer = if refuse_newer {
+                NewerMigrations::Refuse
+            } else {
+                NewerMigrations::Keep
+            };
+            db::migrate(&db::pool(&settings), newer).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Serve => {
-            if settings.migrate_on_start {
-                db::migrate(&db::pool(&settings)).await?;
-                tracing::info!("migrations applied (MIGRATE_ON_START)");
-            }
+            migrate_on_start(&settings).await?;
             Application::build(settings)
                 .await?
                 .run_until_stopped(shutdown::shutdown_signal())
                 .await
         }
         Command::Tasks => {
+            migrate_on_start(&settings).await?;
             let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
             let metrics = tokio::spawn(
                 axum::serve(

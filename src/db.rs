@@ -73,8 +73,29 @@ pub async fn migration_state(pool: &PgPool) -> Result<MigrationState, sqlx::Erro
     })
 }
 
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// What [`migrate`] does with migrations the database has applied but this binary does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewerMigrations {
+    /// Leave them: they come from a newer version. Rolling back under expand/contract (README "Schema changes")
+    /// runs the older version's `migrate` against the newer, still compatible schema.
+    Keep,
+    /// Refuse with an error (sqlx: "migration … was previously applied but is missing in the resolved
+    /// migrations"): restoring a backup from a newer version into an older one.
+    Refuse,
+}
+
+/// Applies the embedded migrations the database lacks. sqlx holds a PostgreSQL advisory lock while it does, so
+/// replicas that start together (MIGRATE_ON_START) apply each migration once and the others wait for it.
+pub async fn migrate(
+    pool: &PgPool,
+    newer: NewerMigrations,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    if newer == NewerMigrations::Refuse {
+        return MIGRATOR.run(pool).await;
+    }
+    let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }
 
 /// What the status page shows of PostgreSQL beyond its tasks.

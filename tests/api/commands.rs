@@ -251,3 +251,49 @@ async fn migrate_applies_the_migrations_to_an_empty_database() {
         "ok"
     );
 }
+
+/// Expand/contract: a rollback runs the older version's `migrate` on a schema a newer version extended. It must
+/// leave the newer migration alone (the older code ignores the added column); a restore refuses it.
+#[tokio::test]
+async fn migrate_keeps_migrations_of_a_newer_version_and_refuse_newer_fails_on_them() {
+    let app = spawn_app().await;
+    let pool = sqlx::PgPool::connect(&app.config.vars["DATABASE_URL"])
+        .await
+        .unwrap();
+    // What a newer version's `migrate` leaves behind: its column and its row in sqlx's table.
+    sqlx::query("ALTER TABLE tasks ADD COLUMN added_by_newer_version text")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99991231000000, 'added by a newer version', true, '\\x00'::bytea, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let kept = run(&app.config.vars, &["migrate"], Duration::from_secs(20)).await;
+    assert_eq!(kept.status.code(), Some(0), "{}", kept.all());
+    let response = app.get("/readyz").await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the older code serves on the newer schema"
+    );
+
+    let refused = run(
+        &app.config.vars,
+        &["migrate", "--refuse-newer"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("missing in the resolved migrations"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -2,7 +2,7 @@
 
 Environment (set by run.sh): E2E_REPO, E2E_DEV_PROJECT, E2E_LIVE_PROJECT, E2E_DEV_PORT, E2E_LIVE_PORT, E2E_TAG,
 E2E_TAG_NEXT, E2E_STATIC_DIR (collectstatic output, for manifest.json), E2E_LOG_DIR, SECRETS_DIR, POSTGRES_IMAGE,
-REDIS_IMAGE, E2E_PHASES (default "dev live backup"; "watch" is opt-in: it needs watchexec and the musl target).
+REDIS_IMAGE, E2E_PHASES (default "dev live backup swarm"; "watch" is opt-in: it needs watchexec and the musl target).
 """
 
 import http.client
@@ -25,7 +25,7 @@ TAG_NEXT = ENV.get("E2E_TAG_NEXT", "")
 STATIC_DIR = ENV["E2E_STATIC_DIR"]
 LOG_DIR = ENV.get("E2E_LOG_DIR", "/tmp")
 SECRETS_DIR = ENV["SECRETS_DIR"]
-PHASES = ENV.get("E2E_PHASES", "dev live backup").split()
+PHASES = ENV.get("E2E_PHASES", "dev live backup swarm").split()
 T0 = time.monotonic()
 
 passed = 0

@@ -1,5 +1,6 @@
 """The live stack: compose/live.yml through nginx, hardening, bad input, then the faults and the deploy."""
 
+import json
 import socket
 import time
 import uuid
@@ -84,10 +85,10 @@ def live_hardening(live):
                 binds.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}")
         if binds:
             published.setdefault(svc, []).extend(binds)
-    only_httpd = set(published) <= {"httpd"} and all(
-        b.startswith("127.0.0.1:") for b in published.get("httpd", []))
-    check("live: only httpd publishes a port, on 127.0.0.1; db and redis publish none",
-          only_httpd and "db" not in published and "redis" not in published, f"published: {published}")
+    only_edge = set(published) == {"edge"} and len(published["edge"]) == 1 and all(
+        b.startswith("127.0.0.1:") for b in published.get("edge", []))
+    check("live: only the edge publishes a port, on 127.0.0.1; httpd, app, db and redis publish none",
+          only_edge, f"published: {published}")
     # The engine's default ports are not reachable on the host's loopback through Docker (nothing published).
     details = []
     for svc, cport in (("db", 5432), ("redis", 6379)):
@@ -153,6 +154,13 @@ def live_basics(live, port):
             break
         time.sleep(1)
     check("live: the request id is in the logs of nginx, the app and the worker", all(found.values()), f"{found}")
+    # The client's address survives the edge (X-Real-IP + realip in httpd): httpd logs the peer the edge saw, not
+    # the edge's own address.
+    edge_ips = {n.get("IPAddress") for n in inspect(live.container("edge"))["NetworkSettings"]["Networks"].values()}
+    logged = [json.loads(line).get("remote_addr") for line in live.logs("httpd").splitlines()
+              if line.startswith("{") and rid in line and '"remote_addr"' in line]
+    check("live: httpd logs the client's address, not the edge's", logged and not set(logged) & edge_ips,
+          f"logged {sorted(set(logged))}, edge {sorted(edge_ips)}")
     return tid
 
 

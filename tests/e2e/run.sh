@@ -15,7 +15,7 @@
 #   E2E_APP_BIN=path     use this app binary instead of building target/release/app
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev live backup" which phases to run (the default; add "watch" for the watch mode)
+#   E2E_PHASES="dev live backup swarm"  which phases to run (the default; add "watch" for the watch mode)
 #   E2E_DEV_PORT / E2E_LIVE_PORT   host ports (default 8000 / 8001, or a free port when taken)
 #   E2E_KEEP=1           debugging only: leave the live stack and images in place (prints how to remove them)
 set -uo pipefail
@@ -88,9 +88,13 @@ compose_down() { # project file
     APP_VERSION=$E2E_TAG SECRETS_DIR=$SECRETS_DIR docker compose -p "$1" -f "$2" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
 }
 
+suite_ran=0
 cleanup() {
+    local rc=$?
     trap - EXIT INT TERM
-    local rc_keep=${E2E_KEEP:-0}
+    # A run that stopped before the suite ended (a script error, a kill) is a failure, never "0 failed".
+    if [ "$suite_ran" != 1 ] && [ "$fail" -eq 0 ]; then ko "run.sh stopped before the suite ended (status $rc)"; fi
+    local rc_keep=${E2E_KEEP:-0} ids
     step_start
     if [ "$rc_keep" = 1 ]; then
         say "E2E_KEEP=1: left in place; remove with: docker compose -p $E2E_LIVE_PROJECT -f compose/live.yml down -v; bash tests/e2e/standins.sh remove"
@@ -98,8 +102,20 @@ cleanup() {
     fi
     compose_down "$E2E_DEV_PROJECT" compose/dev.yml
     compose_down "$E2E_LIVE_PROJECT" compose/live.yml
+    # The swarm phase removes its stack and leaves the swarm itself; if it was stopped first, its mark says so.
+    local mark="$E2E_LOG_DIR/swarm-initialised"
+    if [ -f "$mark" ]; then
+        local stack; stack=$(cat "$mark")
+        docker stack rm "$stack" >/dev/null 2>&1
+        for _ in $(seq 1 120); do
+            [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break; sleep 1
+        done
+        for _ in 1 2 3; do timeout 120 docker swarm leave --force >/dev/null 2>&1 && break; done
+        ids=$(docker volume ls -q --filter "label=com.docker.stack.namespace=$stack"); [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
+        rm -f "$mark"
+    fi
     # Anything labelled with our projects that compose did not remove (e.g. after a crash of compose itself).
-    local p ids
+    local p
     for p in "$E2E_DEV_PROJECT" "$E2E_LIVE_PROJECT"; do
         ids=$(docker ps -aq --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker rm -fv $ids >/dev/null 2>&1
         ids=$(docker network ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
@@ -146,11 +162,45 @@ step_time build
 # ---- stand-in images, secrets, collected static files ----------------------------------------------------------
 step_start
 if bash "$here/standins.sh" build; then
-    docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
     ok "stand-in images built (docker import, no Dockerfile)"
 else
     ko "stand-in images built"
     exit 1
+fi
+step_time stand-ins
+# Version N+1 for the deploy tests: with the flake's images, the same images under another tag; with stand-ins,
+# the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
+# must keep serving through, and that N's `migrate` must leave alone on rollback). Only the app crate compiles.
+if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev live backup swarm}"; then
+    docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
+else
+    next_src="$work/next-src"
+    mkdir -p "$next_src"
+    cp -r Cargo.toml Cargo.lock build.rs rust-toolchain.toml src migrations .sqlx templates static "$next_src/"
+    printf '%s\n' "-- e2e: version N+1's expand step (added while version N serves)" \
+        "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS e2e_next_note text;" \
+        > "$next_src/migrations/29991231000000_e2e_next_expand.sql"
+    # The same target directory: dependencies are shared; the copy's own artifacts get other hashes, and the
+    # tree's own binary is put back afterwards.
+    built="$repo/target/release/app"
+    had_built=0
+    [ -f "$built" ] && cp -p "$built" "$work/app-built" && had_built=1
+    if (cd "$next_src" && SQLX_OFFLINE=true CARGO_TARGET_DIR="$repo/target" cargo build --release --bin app) \
+        >"$work/cargo-next.log" 2>&1; then
+        cp "$built" "$work/app-next"
+        [ "$had_built" = 1 ] && cp -p "$work/app-built" "$built"
+        if STANDIN_TAG=$E2E_TAG_NEXT APP_BIN="$work/app-next" bash "$here/standins.sh" build app httpd; then
+            ok "version N+1 stand-ins built (one more migration)"
+        else
+            ko "version N+1 stand-ins built"
+        fi
+    else
+        [ "$had_built" = 1 ] && cp -p "$work/app-built" "$built"
+        tail -n 40 "$work/cargo-next.log"
+        ko "cargo build of version N+1 (one more migration)"
+    fi
+    step_time "version N+1"
+    step_start
 fi
 "$APP_BIN" collectstatic "$E2E_STATIC_DIR" >/dev/null || { ko "app collectstatic"; exit 1; }
 # Secrets as README "Live deployment" creates them: a private directory, files readable inside the containers.
@@ -159,7 +209,7 @@ for name in postgres_password redis_password secret_key; do
     python3 -c 'import secrets;print(secrets.token_hex(32))' > "$SECRETS_DIR/$name"
     chmod 644 "$SECRETS_DIR/$name"
 done
-step_time stand-ins
+step_time "secrets, static files"
 
 # ---- the suite ---------------------------------------------------------------------------------------------------
 step_start
@@ -170,5 +220,6 @@ if [ -s "$E2E_RESULT" ]; then
 else
     ko "suite.py ended without a result"
 fi
+suite_ran=1
 step_time suite
 # cleanup (trap) prints the closing line

@@ -3,7 +3,8 @@
 
 Run through tests/e2e/run.sh, which builds the app and the stand-in images, sets the variables harness.py reads,
 and removes everything afterwards. Prints one PASS/FAIL line per check and ends with `N passed, M failed`.
-Each phase is a module of its own: phase_dev.py, phase_live.py (with faults.py and deploy.py).
+Each phase is a module of its own: phase_dev.py, phase_live.py (with faults.py and deploy.py), phase_backup.py,
+phase_swarm.py, phase_watch.py; image_contract.py and stack_parity.py run first.
 """
 
 import sys
@@ -14,16 +15,20 @@ from image_contract import check_image_contract
 from phase_backup import phase_backup
 from phase_dev import phase_dev
 from phase_live import phase_live
+from phase_swarm import phase_swarm
 from phase_watch import phase_watch
+from stack_parity import check_stack_parity
 
-PHASE_RUNNERS = {"dev": phase_dev, "watch": phase_watch, "live": phase_live, "backup": phase_backup}
+PHASE_RUNNERS = {"dev": phase_dev, "watch": phase_watch, "live": phase_live, "backup": phase_backup,
+                 "swarm": phase_swarm}
 
 
 def main():
-    try:
-        check_image_contract()
-    except Exception as e:
-        check("image contract: ran to the end", False, f"{type(e).__name__}: {e}")
+    for name, fn in (("image contract", check_image_contract), ("stack parity", check_stack_parity)):
+        try:
+            fn()
+        except Exception as e:
+            check(f"{name}: ran to the end", False, f"{type(e).__name__}: {e}")
     for phase in PHASES:
         try:
             PHASE_RUNNERS[phase]()

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Deploy VERSION to the running live stack (compose/live.yml) without a failed request; rolling back is deploying
+# the previous version.
+#
+#   scripts/deploy.sh 0.2.0          # or, with Nix: nix run .#deploy -- 0.2.0
+#
+# The same idea as docker-rollout, for every service behind the published port:
+#   1. the images of VERSION are there (pulled when not), and signed when REQUIRE_SIGNED_IMAGES=1;
+#   2. `app migrate` of VERSION runs while the old version serves: migrations must be backward compatible
+#      (expand now, contract one release later: README "Schema changes");
+#   3. app, then httpd: as many new replicas as there are old ones start next to them (`up --no-recreate
+#      --scale`); once all are healthy and nginx's DNS cache has seen them, the old ones are stopped one at a
+#      time (SIGTERM/SIGQUIT: in-flight requests finish) and removed. nginx sends what an old replica refuses to
+#      a new one. When a new replica does not become healthy, the new ones are removed, the old ones never stopped,
+#      and the deploy fails;
+#   4. tasks: one replica at a time, a new one healthy before an old one stops; the old one finishes or hands
+#      back its task on SIGTERM, so no task is lost or run twice;
+#   5. backup is recreated on the new version (it serves nobody, so it is not waited for). The edge (the published port) is left as it runs: EDGE_VERSION
+#      pins it to its current image, so the port never closes.
+# A first deploy (no stack running) is a plain `up --wait`.
+#
+# Settings (environment): the variables of compose/live.yml (APP_IMAGE, HTTPD_IMAGE, SECRETS_DIR, ...);
+#   COMPOSE_PROJECT_NAME  the stack's project (default: the file's name, docker-sample-live)
+#   LIVE_FILE             the compose file (default compose/live.yml)
+#   DEPLOY_WAIT           seconds a new replica may take to become healthy (default 120)
+#   NGINX_DNS_TTL         seconds nginx caches Docker's DNS answers (`resolver ... valid=` in nix/nginx.conf and
+#                         compose/edge.conf; default 2): waited after new replicas start, before old ones stop
+#   REQUIRE_SIGNED_IMAGES=1  refuse images whose keyless cosign signature does not verify; needs cosign, images
+#                         from a registry and COSIGN_IDENTITY_REGEXP (the signing workflow's identity, e.g.
+#                         '^https://github.com/OWNER/REPO/'); COSIGN_OIDC_ISSUER (default GitHub Actions')
+# Exit status 0 when every service runs VERSION; non-zero, with a one-line reason, otherwise.
+set -euo pipefail
+
+say() { printf 'deploy: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+case "${1:-}" in
+    -h | --help | "")
+        sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+        [ -n "${1:-}" ] && exit 0 || exit 2
+        ;;
+esac
+version=$1
+case "$version" in
+    latest) die "refused: deploy a version, not latest (a rollback needs to know what ran)" ;;
+    *[!A-Za-z0-9._-]*) die "refused: '$version' is not an image tag" ;;
+esac
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+file=${LIVE_FILE:-$root/compose/live.yml}
+wait_s=${DEPLOY_WAIT:-120}
+dns_ttl=${NGINX_DNS_TTL:-2}
+app_image=${APP_IMAGE:-docker-sample/app}
+httpd_image=${HTTPD_IMAGE:-docker-sample/httpd}
+dc() { docker compose -f "$file" "$@"; }
+
+# --- 1. images ------------------------------------------------------------------------------------------------------
+for image in "$app_image:$version" "$httpd_image:$version"; do
+    if ! docker image inspect "$image" >/dev/null 2>&1; then
+        say "pulling $image"
+        docker pull --quiet "$image" >/dev/null || die "refused: image $image is not here and could not be pulled"
+    fi
+done
+if [ "${REQUIRE_SIGNED_IMAGES:-0}" = 1 ]; then
+    command -v cosign >/dev/null || die "refused: REQUIRE_SIGNED_IMAGES=1 but cosign is not installed"
+    [ -n "${COSIGN_IDENTITY_REGEXP:-}" ] || die "refused: REQUIRE_SIGNED_IMAGES=1 needs COSIGN_IDENTITY_REGEXP"
+    for image in "$app_image:$version" "$httpd_image:$version"; do
+        cosign verify --certificate-identity-regexp "$COSIGN_IDENTITY_REGEXP" \
+            --certificate-oidc-issuer "${COSIGN_OIDC_ISSUER:-https://token.actions.githubusercontent.com}" \
+            "$image" >/dev/null 2>&1 || die "refused: $image has no valid signature from $COSIGN_IDENTITY_REGEXP"
+        say "signature verified: $image"
+    done
+fi
+
+export APP_VERSION=$version
+edge=$(dc ps --quiet edge 2>/dev/null | head -n 1)
+if [ -z "$edge" ]; then
+    say "no running stack: starting it (up --wait)"
+    dc up --detach --wait --wait-timeout "$wait_s"
+    say "deployed $version"
+    exit 0
+fi
+edge_image=$(docker inspect --format '{{.Config.Image}}' "$edge")
+export EDGE_VERSION=${edge_image##*:}
+
+# --- 2. migrations (expand only) ------------------------------------------------------------------------------------
+say "migrate ($version)"
+out=$(dc run --rm --no-deps -T migrate 2>&1) || die "migrate failed, nothing else changed: $(tail -n 1 <<<"$out")"
+
+# --- 3, 4. replicas -------------------------------------------------------------------------------------------------
+running() { dc ps --quiet "$1"; }
+
+# Removes the containers of $1 that are not in the list $2 (the new ones of a failed step).
+remove_new() {
+    local svc=$1 keep=$2 id
+    for id in $(running "$svc"); do
+        grep -qx "$id" <<<"$keep" || docker rm --force "$id" >/dev/null
+    done
+}
+
+retire() { # container id: stop it gracefully (its stop signal and grace period) and remove it
+    local id=$1 grace
+    grace=$(docker inspect --format '{{or .Config.StopTimeout 30}}' "$id")
+    docker stop --time "$grace" "$id" >/dev/null
+    docker rm "$id" >/dev/null
+}
+
+# New replicas next to the old ones, all healthy, then the old ones go one at a time.
+roll_batch() {
+    local svc=$1 old n t id
+    old=$(running "$svc")
+    n=$(grep -c . <<<"$old" || true)
+    [ "$n" -gt 0 ] || die "$svc has no running replica; start the stack with \`up --wait\` first"
+    t=$(date +%s)
+    if ! out=$(dc up --detach --no-deps --no-recreate --wait --wait-timeout "$wait_s" --scale "$svc=$((2 * n))" \
+        "$svc" 2>&1); then
+        remove_new "$svc" "$old"
+        die "new $svc replicas did not become healthy; removed them, the old ones still serve: $(tail -n 1 <<<"$out")"
+    fi
+    sleep "$dns_ttl" # nginx asks Docker's DNS again after this long: from now on it knows the new replicas
+    for id in $old; do retire "$id"; done
+    say "$svc: $n replica(s) on $version ($(($(date +%s) - t)) s)"
+}
+
+# One new replica, healthy, then one old one stops; repeated.
+roll_one_by_one() {
+    local svc=$1 old keep n t id
+    old=$(running "$svc")
+    keep=$old
+    n=$(grep -c . <<<"$old" || true)
+    [ "$n" -gt 0 ] || die "$svc has no running replica; start the stack with \`up --wait\` first"
+    t=$(date +%s)
+    for id in $old; do
+        if ! out=$(dc up --detach --no-deps --no-recreate --wait --wait-timeout "$wait_s" --scale "$svc=$((n + 1))" \
+            "$svc" 2>&1); then
+            remove_new "$svc" "$keep"
+            die "a new $svc replica did not become healthy; removed it, the others still run: $(tail -n 1 <<<"$out")"
+        fi
+        keep=$(running "$svc")
+        retire "$id"
+    done
+    say "$svc: $n replica(s) on $version ($(($(date +%s) - t)) s)"
+}
+
+roll_batch app
+roll_batch httpd
+roll_one_by_one tasks
+
+# --- 5. the rest ----------------------------------------------------------------------------------------------------
+out=$(dc up --detach --no-deps backup 2>&1) || die "backup did not start on $version: $(tail -n 1 <<<"$out")"
+say "deployed $version (the edge stays on $EDGE_VERSION)"
