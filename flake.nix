@@ -193,6 +193,8 @@
               pkgs.cargo-nextest
               pkgs.cargo-audit
               pkgs.cargo-deny
+              # Verifying a release's signatures and attestations (README, "Releases").
+              pkgs.cosign
               nixfmt
               pkgs.deadnix
               # scripts/watch.sh: rebuilds and restarts the dev stack on each change.
