@@ -176,6 +176,7 @@
                 images
                 version
                 ;
+              skopeo = n2c.skopeo-nix2container;
             }
           );
 

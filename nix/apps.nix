@@ -1,9 +1,11 @@
-# `nix run .#load`, `.#dev`, and the release apps: `.#push`, `.#push-arch`, `.#push-index`.
+# `nix run .#load`, `.#dev`, `.#layers`, and the release apps: `.#push`, `.#push-arch`, `.#push-index`.
 {
   lib,
   pkgs,
   images,
   version,
+  # nix2container's patched skopeo: reads every transport, `nix:` (an image JSON) included.
+  skopeo,
 }:
 let
   inherit (images) applayer staticlayer;
@@ -49,6 +51,77 @@ let
       ${lib.getExe load}
       export APP_VERSION=${version}
       exec docker-compose -f compose/dev.yml up "$@"
+    '';
+  };
+
+  # Each image's layers from nix2container's image JSON (digest, size, the store paths in each), and,
+  # given the previous release, how many of its bytes are new: a layer whose uncompressed digest
+  # (diff_id) is already in the previous image's config is neither pushed nor pulled again.
+  layers = pkgs.writeShellApplication {
+    name = "layers";
+    runtimeInputs = [
+      pkgs.jq
+      pkgs.coreutils
+      skopeo
+    ];
+    text = ''
+      usage() {
+        echo "usage: nix run .#layers [-- REGISTRY VERSION | -- [--app REF] [--httpd REF]]" >&2
+        echo "  each image's layers; with a previous image, the bytes this build changes against it." >&2
+        echo "  REGISTRY VERSION compares with REGISTRY/<image>:VERSION; REF is any skopeo reference:" >&2
+        echo "  docker://…, docker-archive:FILE, oci-archive:FILE, nix:/nix/store/…-image-app.json" >&2
+        exit 2
+      }
+      prev_app=""
+      prev_httpd=""
+      case $# in
+        0) ;;
+        2) if [ "''${1#--}" = "$1" ]; then
+             prev_app=docker://$1/${applayer.imageName}:$2
+             prev_httpd=docker://$1/${staticlayer.imageName}:$2
+           elif [ "$1" = --app ]; then prev_app=$2
+           elif [ "$1" = --httpd ]; then prev_httpd=$2
+           else usage
+           fi ;;
+        4) if [ "$1" = --app ] && [ "$3" = --httpd ]; then prev_app=$2; prev_httpd=$4
+           elif [ "$1" = --httpd ] && [ "$3" = --app ]; then prev_httpd=$2; prev_app=$4
+           else usage
+           fi ;;
+        *) usage ;;
+      esac
+
+      human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
+
+      # report IMAGE_JSON NAME:TAG [PREVIOUS_REF]
+      report() {
+        local json=$1 ref=$2 prev=''${3:-} n total i size diff_id new=0 new_bytes=0 prev_ids
+        n=$(jq '.layers | length' "$json")
+        total=$(jq '[.layers[].size] | add' "$json")
+        echo "$ref ($(jq -r .arch "$json")): $n layers, $(human "$total") uncompressed"
+        for ((i = 0; i < n; i++)); do
+          size=$(jq ".layers[$i].size" "$json")
+          echo "  layer $((i + 1)): $(human "$size")  $(jq -r ".layers[$i].digest" "$json")"
+          jq -r "(.layers[$i].paths // [])[].path" "$json" | sort -u | while read -r path; do
+            printf '    %9s  %s\n' "$(human "$(du -sb "$path" | cut -f1)")" "$path"
+          done
+        done
+        [ -n "$prev" ] || return 0
+        if ! prev_ids=$(skopeo inspect --config "$prev" | jq -r '.rootfs.diff_ids[]'); then
+          echo "layers: cannot read the config of $prev" >&2
+          return 1
+        fi
+        for ((i = 0; i < n; i++)); do
+          diff_id=$(jq -r ".layers[$i].diff_ids" "$json")
+          if ! grep -qxF "$diff_id" <<<"$prev_ids"; then
+            new=$((new + 1))
+            new_bytes=$((new_bytes + $(jq ".layers[$i].size" "$json")))
+          fi
+        done
+        echo "  against $prev: $new of $n layers new, $(human "$new_bytes") of $(human "$total") to push and pull"
+      }
+
+      report ${applayer} ${applayer.imageName}:${applayer.imageTag} "$prev_app"
+      report ${staticlayer} ${staticlayer.imageName}:${staticlayer.imageTag} "$prev_httpd"
     '';
   };
 
@@ -175,6 +248,7 @@ in
 {
   load = mkApp load "Load the app and httpd images into the local Docker daemon";
   dev = mkApp dev "Load both images and run the development stack (compose/dev.yml)";
+  layers = mkApp layers "Each image's layers (size, store paths) and, given a previous image, the bytes that changed";
   push = mkApp push "Push this system's images under VERSION-<arch>, then each image's index under VERSION";
   push-arch = mkApp pushArch "Push this system's images to REGISTRY under the tag VERSION-<arch>";
   push-index = mkApp pushIndex "Write REGISTRY/<image>:VERSION as an OCI index of the VERSION-<arch> tags";
