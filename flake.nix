@@ -14,6 +14,12 @@
       url = "github:rustsec/advisory-db";
       flake = false;
     };
+    # CycloneDX SBOMs (nix/sbom.nix). Its flake only wraps `import ./. { inherit pkgs; }`, so it is
+    # taken as source and imported with our pkgs: no second nixpkgs in the lock.
+    bombon = {
+      url = "github:nikstur/bombon";
+      flake = false;
+    };
   };
 
   outputs =
@@ -24,6 +30,7 @@
       nix2container,
       rust-overlay,
       advisory-db,
+      bombon,
     }:
     let
       inherit (nixpkgs) lib;
@@ -89,6 +96,14 @@
             # A clean tree's commit; a dirty tree gives `<commit>-dirty`.
             revision = self.rev or self.dirtyRev or "unknown";
           };
+          sboms = import ./nix/sbom.nix {
+            inherit
+              pkgs
+              bombon
+              images
+              app
+              ;
+          };
         in
         {
           packages = {
@@ -103,6 +118,7 @@
               applayer-archive
               staticlayer-archive
               ;
+            inherit (sboms) sbom-app sbom-httpd;
           };
 
           checks =
@@ -160,6 +176,7 @@
                 images
                 version
                 ;
+              skopeo = n2c.skopeo-nix2container;
             }
             // import ./nix/script-apps.nix { inherit lib pkgs; }
           );
@@ -178,6 +195,8 @@
               pkgs.cargo-nextest
               pkgs.cargo-audit
               pkgs.cargo-deny
+              # Verifying a release's signatures and attestations (README, "Releases").
+              pkgs.cosign
               nixfmt
               pkgs.deadnix
               # scripts/watch.sh: rebuilds and restarts the dev stack on each change.

@@ -1,8 +1,8 @@
-# Evaluation-time checks of what the images will be: they need no build, so `nix flake check
-# --no-build` (and CI's evaluation stage) fails on a broken contract. Each check is a trivial
-# derivation guarded by asserts; a violated one throws with its message while evaluating.
-# What only a build can show (the real runtime closure, sizes, digests) is checked by the
-# builds themselves (`disallowedRequisites`) and the GitHub workflow.
+# Checks of what the images will be. Most are evaluation-time: they need no build, so `nix flake
+# check --no-build` (and CI's evaluation stage) fails on a broken contract; each is a trivial
+# derivation guarded by asserts, and a violated one throws with its message while evaluating.
+# Two need the images built: the runtime closure holds no toolchain, and each image fits its
+# size budget. Digests (reproducibility) are checked by the GitHub workflow.
 {
   lib,
   pkgs,
@@ -48,7 +48,7 @@ let
 
   # A shell or a toolchain must never be given to the app image's layers (by store path name;
   # the full runtime closure is only known after a build).
-  forbidden = "(bash|dash|busybox|coreutils|rustc|cargo|rust-(std|default|mixed)|gcc|clang|binutils|.*-deps)(-.*)?";
+  forbidden = "(bash|dash|busybox|coreutils|rustc|cargo|rust-(std|default|mixed|minimal)|gcc|clang|binutils|.*-deps)(-.*)?";
   forbiddenIn =
     image: lib.filter (p: builtins.match forbidden (lib.getName p) != null) layerPaths.${image};
   noToolchain =
@@ -74,6 +74,55 @@ let
     name: ok:
     assert ok;
     pkgs.runCommand "image-contract-${name}" { } "touch $out";
+
+  # Size budgets, in MiB of uncompressed layers (what `docker pull` unpacks; the registry stores
+  # them gzipped). Estimates, to be lowered to the first real build's size plus ~10%: the app
+  # image is the release binary (7.2 MiB, bench/README.md) plus glibc, libgcc and the CA bundle
+  # (~40 MiB in nixpkgs); the httpd image is nginx with nixpkgs' default modules, whose closure
+  # holds glibc, openssl, pcre2, zlib and perl (the embedded-perl module; ~100 MiB).
+  budgetsMiB = {
+    app = 64;
+    httpd = 128;
+  };
+  images' = {
+    app = images.applayer;
+    httpd = images.staticlayer;
+  };
+
+  # The store path names of a compiler or a build tool: rust-overlay's toolchain (rustc, cargo,
+  # rust-std, rust-minimal…), gcc itself (its `-lib`/`-libgcc` outputs, the runtime libraries,
+  # are allowed), clang, binutils, and crane's dependency archive (`<crate>-deps-<version>`).
+  toolchainNames = "^(rustc|cargo|rust-[a-z]+|gcc|gcc-wrapper|clang|clang-wrapper|binutils|binutils-wrapper)-[0-9]|-deps-[0-9]";
+
+  # Build-time: the image JSON references every store path its layers hold, so its closure is
+  # exactly the image's runtime closure.
+  closureWithoutToolchain =
+    image:
+    pkgs.runCommand "image-contract-closure-${image}"
+      { closure = pkgs.closureInfo { rootPaths = [ images'.${image} ]; }; }
+      ''
+        found=$(sed -E 's|^${builtins.storeDir}/[a-z0-9]{32}-||' "$closure/store-paths" \
+          | grep -E '${toolchainNames}' | grep -vE -- '-(lib|libgcc)$' || true)
+        if [ -n "$found" ]; then
+          echo "image-contract: the ${image} image's runtime closure holds a toolchain:" $found >&2
+          exit 1
+        fi
+        touch $out
+      '';
+
+  # Build-time: the sum of the image's layer sizes, from nix2container's image JSON.
+  sizeWithinBudget =
+    image:
+    pkgs.runCommand "image-contract-size-${image}" { nativeBuildInputs = [ pkgs.jq ]; } ''
+      size=$(jq '[.layers[].size] | add' ${images'.${image}})
+      budget=$((${toString budgetsMiB.${image}} * 1024 * 1024))
+      echo "image-contract: the ${image} image is $size bytes (budget $budget)"
+      if [ "$size" -gt "$budget" ]; then
+        echo "image-contract: the ${image} image exceeds its budget of ${toString budgetsMiB.${image}} MiB (nix/image-contract.nix)" >&2
+        exit 1
+      fi
+      touch $out
+    '';
 in
 {
   image-contract-config = check "config" (
@@ -81,4 +130,8 @@ in
   );
   image-contract-no-toolchain = check "no-toolchain" (noToolchain "app" && noToolchain "httpd");
   image-contract-httpd-without-app = check "httpd-without-app" httpdWithoutApp;
+  image-contract-closure-app = closureWithoutToolchain "app";
+  image-contract-closure-httpd = closureWithoutToolchain "httpd";
+  image-contract-size-app = sizeWithinBudget "app";
+  image-contract-size-httpd = sizeWithinBudget "httpd";
 }
