@@ -28,14 +28,14 @@ in
     touch $out
   '';
 
-  # `docker compose config -q` on both stacks, as users run them: APP_VERSION is the
+  # `docker compose config -q` on the three stacks, as users run them: APP_VERSION is the
   # image tag. The git-ignored secrets files need not exist for `config`.
   compose-config =
     pkgs.runCommand "compose-config" { nativeBuildInputs = [ pkgs.docker-compose ]; }
       ''
         export HOME=$TMPDIR APP_VERSION=${version}
         cd ${composeSrc}
-        for file in compose/dev.yml compose/live.yml; do
+        for file in compose/dev.yml compose/live.yml compose/stack.yml; do
           docker-compose -f "$file" config -q
         done
         touch $out

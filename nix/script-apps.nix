@@ -34,8 +34,10 @@ let
   ];
 in
 {
-  deploy =
-    scriptApp "deploy" (common ++ [ pkgs.cosign ])
-      "Deploy VERSION to the running live stack without a failed request (scripts/deploy.sh)";
-  backup = scriptApp "backup" common "Back up, list, verify or restore the live database (scripts/backup.sh)";
+  deploy = scriptApp "deploy" (
+    common ++ [ pkgs.cosign ]
+  ) "Deploy VERSION to the running live stack without a failed request (scripts/deploy.sh)";
+  backup =
+    scriptApp "backup" common
+      "Back up, list, verify or restore the live database (scripts/backup.sh)";
 }
