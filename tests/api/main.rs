@@ -12,6 +12,7 @@ mod tasks_api;
 mod worker;
 
 mod outage;
+mod redis_restart;
 
 mod backup;
 mod collectstatic;

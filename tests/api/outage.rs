@@ -95,7 +95,7 @@ fn status_is(expected: u16, answer: Answer) -> Result<Answer, String> {
 }
 
 /// An app on a Redis of its own (to stop and restart) and the shared PostgreSQL.
-async fn app_on_its_own_redis() -> (TestRedis, TestApp) {
+pub(crate) async fn app_on_its_own_redis() -> (TestRedis, TestApp) {
     let redis = TestRedis::start();
     let database = create_database(&servers::shared().postgres_admin_url, true).await;
     let app = spawn_app_with(TestConfig::with_servers(database, redis.url())).await;

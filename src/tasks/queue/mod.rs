@@ -134,11 +134,27 @@ impl Queue {
     }
 
     /// Appends a task to the stream; returns the entry id.
+    ///
+    /// Tried twice when the connection is found broken: after a Redis restart, the first command on a connection
+    /// that was idle meanwhile fails while the manager reconnects. Should the first XADD have arrived after all,
+    /// the task has two entries, and the second delivery is a no-op (the start in PostgreSQL admits one worker).
     pub async fn enqueue(&self, task_id: Uuid) -> RedisResult<String> {
-        self.conn
+        let fields = [("task", task_id.to_string())];
+        let first = self
+            .conn
             .clone()
-            .xadd(&self.keys.stream, "*", &[("task", task_id.to_string())])
-            .await
+            .xadd(&self.keys.stream, "*", &fields)
+            .await;
+        match first {
+            Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                tracing::debug!(error = %err, "redis connection broken; XADD sent again");
+                self.conn
+                    .clone()
+                    .xadd(&self.keys.stream, "*", &fields)
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// Last worker heartbeat and queue depth (see [`Queue::depth`]) in one round trip (the status page).
