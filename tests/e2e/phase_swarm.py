@@ -126,7 +126,12 @@ def automatic_rollback(port):
     ref = unhealthy_image()
     with MixedLoad(port, None) as load:
         p, took = update("app", "update", "--image", ref)
-    state = update_state("app")
+        # `service update` returns once Swarm has started the rollback; it completes after its own monitor time.
+        deadline = time.monotonic() + 120
+        state = update_state("app")
+        while state == "rollback_started" and time.monotonic() < deadline:
+            time.sleep(1)
+            state = update_state("app")
     tags = service_tasks("app")
     total, failed, _ = load.counts()
     log(f"FIGURE swarm unhealthy release: update ended after {took:.1f} s in state {state}; running {tags}; "
