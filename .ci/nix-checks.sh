@@ -7,10 +7,14 @@
 #   2. every tracked .nix file parses (nix-instantiate --parse);
 #   3. every tracked .nix file is formatted (nixfmt --check; nixfmt-rs from crates.io, the
 #      same formatter as the flake's `formatter` output and its nix-format check);
-#   4. no dead code in them (deadnix --fail).
+#   4. no dead code in them (deadnix --fail);
+#   5. the GitHub workflow is valid YAML, and every flake output it names (`nix build .#X`,
+#      `nix run .#X`, …) exists for its runner's system, evaluated with ../shared/nix-eval
+#      (.ci/workflow-check.py; about 1.5 minutes, one evaluation per distinct name).
 #
-# Installs what is missing: python3 and nix-bin (Debian) for check-flake-lock and
-# nix-instantiate; nixfmt-rs and deadnix with `cargo install --locked` at the versions below.
+# Installs what is missing: python3, python3-yaml (PyYAML; pip if apt has none) and nix-bin
+# (Debian) for check-flake-lock, the workflow check and nix-instantiate; nixfmt-rs and deadnix
+# with `cargo install --locked` at the versions below.
 # Prints one timing line per step; runs every step, then exits non-zero if any failed.
 # Run from anywhere inside the repository.
 set -uo pipefail
@@ -53,6 +57,8 @@ install_tools() {
   # python3 runs check-flake-lock; nix-bin brings nix-instantiate.
   command -v python3 >/dev/null || apt_install python3 || return 1
   command -v nix-instantiate >/dev/null || apt_install nix-bin || return 1
+  python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml \
+    || python3 -m pip install --quiet pyyaml || return 1
   # nixfmt-rs prints "nixfmt-rs X.Y.Z"; another nixfmt (the Haskell one) is not accepted, so
   # that the check here is the one the flake runs.
   if [ "$(nixfmt --version 2>/dev/null)" != "nixfmt-rs $NIXFMT_VERSION" ]; then
@@ -79,10 +85,11 @@ if step install-tools install_tools; then
   step nix-parse parse_all
   step nixfmt nixfmt --check "${nix_files[@]}"
   step deadnix deadnix --fail "${nix_files[@]}"
+  step workflow python3 .ci/workflow-check.py
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "nix-checks: failed: ${failed[*]}" >&2
   exit 1
 fi
-echo "nix-checks: all ${#nix_files[@]} .nix files and flake.lock verified"
+echo "nix-checks: all ${#nix_files[@]} .nix files, flake.lock and the workflow's flake outputs verified"
