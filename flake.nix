@@ -75,6 +75,10 @@
           inherit (rust) app;
 
           compose = import ./nix/compose.nix { inherit lib pkgs; };
+          # The nginx of the httpd image, its config check and the dev shell: nixpkgs' build without
+          # the embedded Perl module (on by default), which the config does not use and which would
+          # put perl and its libraries in the image.
+          nginx = pkgs.nginx.override { withPerl = false; };
           # The formatter of `nix fmt` (below), the nix-format check and CI (.ci/nix-checks.sh):
           # nixfmt-rs, byte-identical to nixfmt (the official style), and on crates.io.
           nixfmt = pkgs.nixfmt-rs;
@@ -87,6 +91,7 @@
               layout
               app
               version
+              nginx
               ;
             inherit (n2c) nix2container;
             skopeo = n2c.skopeo-nix2container;
@@ -130,6 +135,7 @@
                 layout
                 version
                 nixfmt
+                nginx
                 ;
               inherit (compose) composeSrc;
             }
@@ -189,7 +195,7 @@
               pkgs.sqlx-cli
               pkgs.postgresql_17
               pkgs.redis
-              pkgs.nginx
+              nginx
               pkgs.docker-compose
               pkgs.skopeo
               pkgs.cargo-nextest

@@ -6,6 +6,7 @@
   version,
   composeSrc,
   nixfmt,
+  nginx,
 }:
 let
   nixFiles = lib.fileset.toSource {
@@ -19,7 +20,7 @@ in
   # temp paths (lines marked SUBST:pid / SUBST:temp) are moved from /tmp into the build
   # directory, since `nginx -t` creates them and /tmp is shared where Nix runs unsandboxed.
   # stdout goes to a file: the config logs to /dev/stdout, which nginx opens.
-  nginx-config = pkgs.runCommand "nginx-config-test" { nativeBuildInputs = [ pkgs.nginx ]; } ''
+  nginx-config = pkgs.runCommand "nginx-config-test" { nativeBuildInputs = [ nginx ]; } ''
     sed -E \
       -e "s|^( *).*# SUBST:pid$|\1pid $TMPDIR/nginx.pid;|" \
       -e "s|^( *)([a-z_]+_temp_path) .*# SUBST:temp$|\1\2 $TMPDIR/\2;|" \

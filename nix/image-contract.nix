@@ -78,11 +78,11 @@ let
   # Size budgets, in MiB of uncompressed layers (what `docker pull` unpacks; the registry stores
   # them gzipped). Estimates, to be lowered to the first real build's size plus ~10%: the app
   # image is the release binary (7.2 MiB, bench/README.md) plus glibc, libgcc and the CA bundle
-  # (~40 MiB in nixpkgs); the httpd image is nginx with nixpkgs' default modules, whose closure
-  # holds glibc, openssl, pcre2, zlib and perl (the embedded-perl module; ~100 MiB).
+  # (~40 MiB in nixpkgs); the httpd image is nginx without the embedded-perl module (flake.nix),
+  # whose closure holds glibc, openssl, pcre2 and zlib (~40 MiB).
   budgetsMiB = {
     app = 64;
-    httpd = 128;
+    httpd = 64;
   };
   images' = {
     app = images.applayer;

@@ -12,6 +12,7 @@
   layout,
   app,
   version,
+  nginx,
   # The images' org.opencontainers.image.source and .revision labels.
   source,
   revision,
@@ -126,7 +127,7 @@ let
 
   nginxBase = mkBaseRoot "httpd" staticSpec ''
     mkdir -p $out${dirOf staticSpec.binary}
-    ln -s ${lib.getExe pkgs.nginx} $out${staticSpec.binary}
+    ln -s ${lib.getExe nginx} $out${staticSpec.binary}
   '';
 
   # The config is copied, not linked, so the top layer does not also carry the flake source.
