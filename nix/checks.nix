@@ -15,8 +15,8 @@ let
   };
 in
 {
-  # `nginx -t` on the file the image ships. The config resolves `app` at request time
-  # (resolver + variable), so the sandbox's missing DNS does not matter. Only the pid file and
+  # `nginx -t` on the file the image ships. The config's upstream server is `app:8000 resolve`,
+  # looked up at run time only, so the sandbox's missing DNS does not matter. Only the pid file and
   # temp paths (lines marked SUBST:pid / SUBST:temp) are moved from /tmp into the build
   # directory, since `nginx -t` creates them and /tmp is shared where Nix runs unsandboxed.
   # stdout goes to a file: the config logs to /dev/stdout, which nginx opens.

@@ -24,8 +24,9 @@ DESCRIPTION = """The benchmark harness; run it through bench/run.sh. Python 3 st
 
 It starts everything itself, on 127.0.0.1 with free ports, in one temporary directory removed at exit:
 PostgreSQL 15 (initdb; as a non-root user when run as root), Redis (append-only, fsync every second, as the live
-compose file), `app migrate`, `app collectstatic`, the release `app serve` and `app tasks`, and Debian's nginx with
-nix/nginx.conf (only the lines marked `# SUBST:` replaced). Then it measures, in this order:
+compose file), `app migrate`, `app collectstatic`, the release `app serve` and `app tasks`, and nginx (NGINX; the
+image's version, built by .ci/nginx.sh) with nix/nginx.conf (only the lines marked `# SUBST:` replaced). Then it
+measures, in this order:
 
   1. start-up: launch `app serve` (dependencies up) -> first 200 on /healthz, polled every 2 ms, median of runs;
   2. end-to-end tasks: N `wordcount` tasks POSTed through nginx by wrk while one worker runs, time until all are
@@ -76,9 +77,6 @@ def main():
     p.add_argument("--quick", action="store_true", help="3 s rows, 1 s warm-up, 1000 tasks, 3 start-ups")
     p.add_argument("--binary", help="use this app binary instead of building target/release/app")
     p.add_argument("--no-build", action="store_true", help="do not run cargo; use target/release/app as it is")
-    p.add_argument("--nginx-keepalive", type=int, default=0, metavar="N",
-                   help="EXPERIMENT: proxy through an upstream block with `keepalive N` instead of the config's "
-                        "per-request connection")
     p.add_argument("--pg-option", action="append", default=[], metavar="NAME=VALUE",
                    help="EXPERIMENT: a PostgreSQL setting (repeatable), e.g. synchronous_commit=off")
     p.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
@@ -103,6 +101,9 @@ def main():
     for tool in ("wrk", "setpriv" if os.geteuid() == 0 else "true"):
         if not shutil.which(tool):
             raise HarnessError(f"{tool} is not installed (bench/run.sh installs it with .ci/bench-deps.sh)")
+    if not NGINX:
+        raise HarnessError("NGINX is not set: run bench/run.sh (it builds nginx with .ci/nginx.sh), or set NGINX "
+                           "to an nginx 1.30 binary")
     for path in (NGINX, os.path.join(PG_BIN, "postgres"), os.path.join(PG_BIN, "initdb")):
         if not os.access(path, os.X_OK):
             raise HarnessError(f"{path} is missing")
@@ -285,7 +286,7 @@ def benchmark(args, tmp, services, meta):
     meta["skipped"] = sorted(args.skip)
     meta["postgres"] = "PostgreSQL 15, initdb defaults (fsync on, synchronous_commit on)"
     meta["redis"] = "appendonly yes, appendfsync everysec"
-    meta["nginx"] = "Debian nginx 1.22 with nix/nginx.conf (SUBST lines replaced), access log to /dev/null"
+    meta["nginx"] = f"{nginx_version()} with nix/nginx.conf (SUBST lines replaced), access log to /dev/null"
     meta["experiments"] = experiments(args)
     results = {"meta": meta, "static_base_rps": base, "http": http, "tasks": tasks, "memory": memory,
                "postgres_stats": postgres_stats, "startup": startup, "sizes": {"binary": binary_size, "standin_image": image_size,
@@ -294,11 +295,16 @@ def benchmark(args, tmp, services, meta):
     return results
 
 
+def nginx_version():
+    """`nginx/1.30.4` from `nginx -v` (which prints to stderr), and the binary's path."""
+    p = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=10)
+    v = (p.stderr.strip().rsplit(" ", 1) or ["?"])[-1]
+    return f"{v} ({NGINX})"
+
+
 def experiments(args):
     """Departures from the project's configuration, for trying a fix; printed on the report's first line."""
     out = []
-    if args.nginx_keepalive:
-        out.append(f"nginx upstream block with keepalive {args.nginx_keepalive}")
     out += [f"postgres -c {o}" for o in args.pg_option]
     out += [f"app env {e}" for e in args.app_env]
     if args.binary_given:

@@ -5,7 +5,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
-NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
+NGINX = os.environ.get("NGINX", "")  # bench/run.sh sets it (built by .ci/nginx.sh unless given)
 MIB = 1024 * 1024
 
 

@@ -197,14 +197,14 @@ class Stack:
                     new = f"listen 127.0.0.1:{self.nginx_port} default_server;"
                 elif name == "listen":
                     new = f"listen 127.0.0.1:{self.nginx_port};"
-                elif name == "upstream":
-                    new = f"set $app_upstream 127.0.0.1:{self.app_port};"
+                elif name == "upstream":   # an IP literal: no `resolve`, nothing to look up
+                    new = f"server 127.0.0.1:{self.app_port};"
                 elif name == "static":
                     new = f"alias {self.static}/;"
                 elif name == "pid":
                     new = f"pid {ndir}/nginx.pid;"
                 elif name == "resolver":
-                    new = "resolver 127.0.0.1 valid=10s ipv6=off;"   # never asked: the upstream is an IP literal
+                    new = "resolver 127.0.0.1 valid=2s ipv6=off;"   # never asked: the upstream is an IP literal
                 elif name == "temp":
                     t = re.match(r"\s*(\w+_temp_path)\s+(\S+?);", line)
                     if not t:
@@ -218,14 +218,6 @@ class Stack:
             if need not in seen:
                 raise HarnessError(f"nix/nginx.conf has no line marked `# SUBST:{need}`; the harness cannot "
                                    "run it on loopback")
-        if self.args.nginx_keepalive:
-            text = "".join(out)
-            if "proxy_pass http://$app_upstream;" not in text:
-                raise HarnessError("--nginx-keepalive: no `proxy_pass http://$app_upstream;` in nix/nginx.conf")
-            text = text.replace("proxy_pass http://$app_upstream;", "proxy_pass http://bench_app;")
-            text = re.sub(r"^(http \{\n)", lambda m: m.group(1) + f"    upstream bench_app {{ server 127.0.0.1:"
-                          f"{self.app_port}; keepalive {self.args.nginx_keepalive}; }}\n", text, count=1, flags=re.M)
-            out = [text]
         conf = os.path.join(ndir, "nginx.conf")
         with open(conf, "w") as f:
             f.writelines(out)

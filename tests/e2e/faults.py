@@ -1,6 +1,7 @@
 """Faults injected into the running live stack, each printing a FIGURE line."""
 
 import json
+import re
 import threading
 import time
 
@@ -12,6 +13,7 @@ from harness import (
     inspect,
     log,
     post_task,
+    request,
     run,
     short,
     wait_http,
@@ -161,6 +163,68 @@ def fault_stop_app(live, port):
     check("fault stop app: every replica exits cleanly on SIGTERM within the grace period",
           p.returncode == 0 and code == 0 and len(cids) == 2, f"exits {codes} after {stop_took:.1f}s")
     check("fault stop app: app serves again after start", back is not None, f"{back}")
+
+
+def frontend_address(live, cid):
+    """The address of container cid on the network it shares with httpd (the one nginx connects over)."""
+    httpd_nets = set(inspect(live.container("httpd"))["NetworkSettings"]["Networks"])
+    nets = inspect(cid)["NetworkSettings"]["Networks"]
+    return next((n["IPAddress"] for name, n in nets.items() if name in httpd_nets and n.get("IPAddress")), None)
+
+
+def nginx_reached(live, address):
+    """Whether nginx's access log (JSON lines, `upstream` = the peers tried) names address as a peer."""
+    return re.search(r'"upstream":"[^"]*\b' + re.escape(address) + r':8000\b', live.logs("httpd")) is not None
+
+
+def fault_app_replaced(live, port):
+    """One more app replica (a new address) is added, then the first one removed, while nginx keeps running: nginx
+    follows the name (`server app:8000 resolve`) and retries a GET that meets the leaving replica on another."""
+    httpd_before = inspect(live.container("httpd"))
+    before = live.containers("app", all_=False)
+    first = before[0]
+    first_addr = frontend_address(live, first)
+    p = live.compose("up", "--detach", "--wait", "--wait-timeout", "120", "--no-deps", "--no-recreate",
+                     "--scale", f"app={len(before) + 1}", "app", timeout=180)
+    others = [c for c in live.containers("app", all_=False) if c not in before]
+    second_addr = frontend_address(live, others[0]) if others else None
+    if not check("replicas: one more app replica starts, at a new address",
+                 p.returncode == 0 and second_addr and second_addr != first_addr,
+                 f"{first_addr} and {second_addr}" + ("" if p.returncode == 0 else ": " + p.stderr.strip()[-500:])):
+        return
+    # nginx re-resolves `app` every few seconds (valid=2s): the new replica gets requests without a reload.
+    t = time.monotonic()
+    seen = None
+    while time.monotonic() - t < 30:
+        for _ in range(4):
+            request(port, "GET", "/readyz", timeout=5)
+        if nginx_reached(live, second_addr):
+            seen = time.monotonic() - t
+            break
+    # Now the first replica goes away under load (as a deploy removes the old one): no request may fail.
+    with Load(port, threads=2, post_every=1000) as load:
+        t_stop = time.monotonic()
+        run(["docker", "stop", "-t", "30", first], check_rc=True)
+        run(["docker", "rm", first], check_rc=True)
+        took = time.monotonic() - t_stop
+        # A measurement window, not a wait for a condition: nginx may hold the old address until its next lookup
+        # (valid=2s, plus the 1 s its timer adds); requests sent to it meanwhile must be retried on the new one.
+        time.sleep(5)
+    hist = load.histogram()
+    retried = len(re.findall(r'"upstream":"[^"]*\b' + re.escape(first_addr) + r':8000, [^"]*\b' +
+                             re.escape(second_addr) + r':8000\b', live.logs("httpd")))
+    httpd_after = inspect(live.container("httpd"))
+    same_httpd = (httpd_before["Id"] == httpd_after["Id"]
+                  and httpd_before["State"]["StartedAt"] == httpd_after["State"]["StartedAt"])
+    log(f"FIGURE app replica replaced: {first_addr} -> {second_addr}; nginx sent requests to the new address "
+        f"{seen if seen is None else round(seen, 1)} s after it was healthy; the old one stopped and removed in "
+        f"{took:.1f} s under load: {sum(hist.values())} requests in {took + 5:.1f} s {hist}, {retried} of them "
+        f"retried from the old address on the new one; nginx container "
+        f"{'the same, not restarted' if same_httpd else 'RESTARTED'}")
+    check("replicas: nginx sends requests to the new app replica without a restart (resolve)",
+          seen is not None and same_httpd, f"after {seen} s, same nginx container: {same_httpd}")
+    check("replicas: removing the old app replica under load costs no answer (GETs retried on the other)",
+          set(hist) == {200}, f"{hist}")
 
 
 def worker_starts(live):

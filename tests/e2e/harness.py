@@ -8,6 +8,7 @@ REDIS_IMAGE, E2E_PHASES (default "dev live backup swarm"; "watch" is opt-in: it 
 import http.client
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -47,8 +48,12 @@ def check(name, ok, detail=""):
 
 
 class Resp:
-    def __init__(self, status=None, headers=None, body=b"", error=None, elapsed=0.0):
+    def __init__(self, status=None, headers=None, body=b"", error=None, elapsed=0.0, raw_headers=None):
         self.status, self.headers, self.body, self.error, self.elapsed = status, headers or {}, body, error, elapsed
+        self.raw_headers = raw_headers or []  # every (name, value) as sent, repeated names included
+
+    def header_values(self, name):
+        return [v for k, v in self.raw_headers if k.lower() == name.lower()]
 
     def json(self):
         try:
@@ -80,11 +85,32 @@ def request(port, method, path, body=None, headers=None, host=None, timeout=40.0
             pass  # the server may answer (413) before the whole body is sent: read that answer below
         r = conn.getresponse()
         data = r.read()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data, elapsed=time.monotonic() - started)
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data, elapsed=time.monotonic() - started,
+                    raw_headers=r.getheaders())
     except (OSError, http.client.HTTPException) as e:
         return Resp(error=f"{type(e).__name__}: {e}", elapsed=time.monotonic() - started)
     finally:
         conn.close()
+
+
+def security_headers():
+    """{name: value} of the app's security headers, read from src/http/security_headers.rs (the one list)."""
+    src = open(os.path.join(REPO, "src", "http", "security_headers.rs")).read()
+    body = src[src.index("SECURITY_HEADERS"):]
+    body = body[:body.index("];")]
+    pairs = re.findall(r'\(\s*"([^"]+)",\s*"((?:[^"\\]|\\.)*)"\s*,?\s*\)', body, re.S)
+    # A `\` at the end of a line in a Rust string skips the newline and the next line's indentation.
+    return {name: re.sub(r"\\\n\s*", "", value) for name, value in pairs}
+
+
+def headers_once(r, expected):
+    """The names of `expected` ({name: value or None}) that `r` does not carry exactly once (with that value)."""
+    bad = []
+    for name, value in expected.items():
+        got = r.header_values(name)
+        if len(got) != 1 or (value is not None and got[0] != value):
+            bad.append(f"{name} x{len(got)}" + (f" {got}" if got and value is not None and got[0] != value else ""))
+    return bad
 
 
 def wait_http(port, path, want=200, timeout=60.0, host=None):

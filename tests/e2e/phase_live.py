@@ -7,6 +7,7 @@ import uuid
 
 from deploy import deploy_and_rollback
 from faults import (
+    fault_app_replaced,
     fault_db_restart,
     fault_kill_tasks,
     fault_redis_restart,
@@ -23,6 +24,7 @@ from harness import (
     check,
     compose_env,
     get_task,
+    headers_once,
     inspect,
     log,
     manifest_names,
@@ -31,6 +33,7 @@ from harness import (
     read_secrets,
     request,
     run,
+    security_headers,
 )
 
 
@@ -111,9 +114,11 @@ def live_basics(live, port):
     check("live: / through nginx renders", r.status == 200 and b"<html" in r.body.lower(),
           f"{r.status} server={r.headers.get('server')}")
     check("live: nginx hides its version", r.headers.get("server") == "nginx", f"Server: {r.headers.get('server')}")
-    sec = ["x-content-type-options", "x-frame-options", "referrer-policy", "content-security-policy"]
-    missing = [h for h in sec if h not in r.headers]
-    check("live: security headers set", not missing, f"missing: {missing or 'none'}")
+    # The app sets the security headers; nginx must pass them once, not add its own copy (nor drop them).
+    sec = security_headers()
+    bad = headers_once(r, {**sec, "x-request-id": None})
+    check(f"live: a proxied answer (/) has each of the {len(sec)} security headers and X-Request-Id exactly once",
+          not bad and len(sec) == 6, f"wrong: {bad or 'none'}")
 
     plain, hashed = manifest_names()
     r = request(port, "GET", f"/static/{hashed}", headers={"Accept-Encoding": "gzip"})
@@ -126,6 +131,10 @@ def live_basics(live, port):
     r2 = request(port, "GET", f"/static/{hashed}")
     check("live: the identity variant when gzip is not accepted", r2.status == 200 and
           "content-encoding" not in r2.headers and len(r2.body) > 0, f"{r2.status} {len(r2.body)} bytes")
+    # A static file is nginx's own answer: nginx adds the same headers, with the app's values, once.
+    bad = headers_once(r2, {**sec, "x-request-id": None, "cache-control": None})
+    check(f"live: a static file (nginx's own answer) has the {len(sec)} security headers of the app, once each",
+          r2.status == 200 and not bad, f"wrong: {bad or 'none'}")
     r3 = request(port, "GET", f"/static/{plain}")
     cc3 = r3.headers.get("cache-control", "")
     check(f"live: unhashed /static/{plain} gets a short cache", r3.status == 200 and "immutable" not in cc3,
@@ -168,6 +177,9 @@ def live_bad_input(port):
     body = b'{"kind":"wordcount","payload":{"text":"' + b"x" * (1536 * 1024) + b'"}}'
     r = request(port, "POST", "/api/tasks", body, headers={"Content-Type": "application/json"})
     check("live: oversize body (1.5 MiB) through nginx -> 413", r.status == 413, repr(r))
+    bad = headers_once(r, {**security_headers(), "x-request-id": None})
+    check("live: nginx's own 413 has the security headers and X-Request-Id once each", r.status == 413 and not bad,
+          f"wrong: {bad or 'none'}")
     r = request(port, "GET", "/", host="evil.example.com")
     check("live: unknown Host is rejected", r.status is None or 400 <= r.status < 500,
           r.error or f"{r.status}")
@@ -201,6 +213,7 @@ def phase_live():
         ("fault redis restart", lambda: fault_redis_restart(live, port)),
         ("fault kill tasks", lambda: fault_kill_tasks(live, port)),
         ("fault stop app", lambda: fault_stop_app(live, port)),
+        ("fault app replaced", lambda: fault_app_replaced(live, port)),
         ("fault two workers", lambda: fault_two_workers(live, port)),
     ]
     old_task = None

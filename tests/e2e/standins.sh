@@ -8,6 +8,7 @@
 #
 # Environment (run.sh sets these; the defaults suit a manual run from the repository root):
 #   APP_BIN         the cargo-built binary                 (default target/release/app)
+#   NGINX           the nginx binary of the httpd stand-in (default: built by .ci/nginx.sh, the image's version)
 #   STANDIN_TAG     tag of the app and httpd stand-ins     (default: the version in Cargo.toml)
 #   POSTGRES_IMAGE  name:tag of the postgres stand-in      (default docker-sample-test/postgres:15)
 #   REDIS_IMAGE     name:tag of the redis stand-in         (default docker-sample-test/redis:7)
@@ -18,8 +19,9 @@
 #   docker-sample/app:TAG    applayer, laid out exactly as nix/image.json says (user, entrypoint, cmd, env, ports,
 #                            workdir): /bin/app (+ the glibc libraries it links, copied from this machine),
 #                            /etc/passwd, /etc/group, CA certificates, /tmp 1777. No shell.
-#   docker-sample/httpd:TAG  staticlayer: Debian's nginx at /bin/nginx (+ libraries), nix/nginx.conf at
-#                            /etc/nginx/nginx.conf, `app collectstatic` output at /srv/static. No shell.
+#   docker-sample/httpd:TAG  staticlayer: nginx 1.30 (the image's version, built from source by .ci/nginx.sh) at
+#                            /bin/nginx (+ the libraries it links), nix/nginx.conf at /etc/nginx/nginx.conf,
+#                            `app collectstatic` output at /srv/static. No shell.
 #   POSTGRES_IMAGE           Debian's PostgreSQL 15 with an entrypoint honouring the official image's contract:
 #                            POSTGRES_USER / POSTGRES_PASSWORD(_FILE) / POSTGRES_DB / POSTGRES_INITDB_ARGS /
 #                            POSTGRES_HOST_AUTH_METHOD, PGDATA=/var/lib/postgresql/data, initdb on first start,
@@ -103,6 +105,16 @@ add_files() {
     done
 }
 
+# Copy one binary to DEST inside ROOT, and the shared libraries it links (at their own paths, as add_files does).
+add_binary() { # ROOT SRC DEST
+    local root=$1 src=$2 dest=$3 lib
+    [ -x "$src" ] || { echo "standins: missing $src" >&2; return 1; }
+    install -D -m 755 "$src" "$root$dest"
+    for lib in $(ldd "$src" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+        [ -e "$root$lib" ] || install -D -m 755 "$lib" "$root$lib"
+    done
+}
+
 base_rootfs() { # ROOT: /tmp 1777, /etc/{passwd,group,nsswitch.conf}
     local root=$1
     mkdir -p "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
@@ -152,10 +164,11 @@ build_httpd() {
     if [ "${E2E_REAL_IMAGES:-0}" = 1 ]; then use_loaded static; return; fi
     uid=$(json static.user.uid); gid=$(json static.user.gid); name=$(json static.user.name)
     group=$(json static.user.group); home=$(json static.user.home); static=$(json static.static_root)
+    if [ -z "${NGINX:-}" ]; then
+        NGINX=$(bash "$repo/.ci/nginx.sh" | tail -n1) || { echo "standins: no nginx for the httpd stand-in" >&2; return 1; }
+    fi
     base_rootfs "$root"
-    add_files "$root" /usr/sbin/nginx
-    mkdir -p "$root$(dirname "$(json static.binary)")"
-    mv "$root/usr/sbin/nginx" "$root$(json static.binary)"
+    add_binary "$root" "$NGINX" "$(json static.binary)"
     install -D -m 644 "$repo/$(json static.config_source)" "$root$(json static.config)"
     mkdir -p "$root$static"
     "$APP_BIN" collectstatic "$root$static" >/dev/null
