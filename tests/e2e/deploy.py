@@ -79,6 +79,22 @@ class MixedLoad:
         return len(samples), failed, other
 
 
+def check_nothing_lost(prefix, figure, load, port, switches):
+    """After a MixedLoad through deploys: a FIGURE line, then 0 failed requests, 0 lost tasks, none run twice."""
+    total, failed, other = load.counts()
+    results = wait_tasks_done(port, load.accepted, timeout=120)
+    lost = [t for t, v in results.items() if not v or v.get("state") != "done"]
+    twice = [t for t, v in results.items() if v and v.get("attempts") != 1]
+    log(f"FIGURE {figure}: {total} requests, {len(failed)} failed (connection error or 5xx), {len(other)} other "
+        f"non-2xx; tasks accepted {len(load.accepted)}, lost {len(lost)}, run twice {len(twice)}; "
+        f"{'; '.join(switches)}")
+    check(f"{prefix}: 0 connection errors and 0 5xx", total > 100 and not failed,
+          f"{total} requests, failed {failed[:10]}")
+    check(f"{prefix}: no other non-2xx answer", not other, f"{other[:10]}")
+    check(f"{prefix}: 0 tasks lost, none run twice (attempts = 1)", not lost and not twice,
+          f"accepted {len(load.accepted)}, lost {len(lost)}, attempts != 1: {len(twice)}")
+
+
 def images_of(live):
     out = {}
     for c in live.containers(all_=False):
@@ -134,17 +150,6 @@ def deploy_and_rollback(live, port, old_task):
                 check("deploy: N+1's migration (a new column) was applied while N served", has_next_column(live))
             switches.append(f"{label} {took:.1f} s")
         time.sleep(1)  # the load keeps running one more second on the final version
-    total, failed, other = load.counts()
-    results = wait_tasks_done(port, load.accepted, timeout=120)
-    lost = [t for t, v in results.items() if not v or v.get("state") != "done"]
-    twice = [t for t, v in results.items() if v and v.get("attempts") != 1]
-    log(f"FIGURE compose deploy under load: {total} requests, {len(failed)} failed (connection error or 5xx), "
-        f"{len(other)} other non-2xx; tasks accepted {len(load.accepted)}, lost {len(lost)}, run twice "
-        f"{len(twice)}; {'; '.join(switches)}")
-    check("deploy: 0 connection errors and 0 5xx during deploy and rollback", total > 100 and not failed,
-          f"{total} requests, failed {failed[:10]}")
-    check("deploy: no other non-2xx answer", not other, f"{other[:10]}")
-    check("deploy: 0 tasks lost, none run twice (attempts = 1)", not lost and not twice,
-          f"accepted {len(load.accepted)}, lost {len(lost)}, attempts != 1: {len(twice)}")
+    check_nothing_lost("deploy", "compose deploy under load", load, port, switches)
     check("deploy: the rollback kept N+1's column (N's migrate leaves a newer migration alone)",
           has_next_column(live))

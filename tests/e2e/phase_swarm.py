@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from deploy import MixedLoad
+from deploy import MixedLoad, check_nothing_lost
 from harness import (
     ENV,
     LIVE_PROJECT,
@@ -109,17 +109,7 @@ def rolling_updates(port, old_task):
             check(f"swarm: {label} of app, tasks and httpd (service {verb}), every replica on {tag}", not bad,
                   "; ".join(bad) or ", ".join(switches[-3:]))
         time.sleep(1)
-    total, failed, other = load.counts()
-    results = wait_tasks_done(port, load.accepted, timeout=120)
-    lost = [t for t, v in results.items() if not v or v.get("state") != "done"]
-    twice = [t for t, v in results.items() if v and v.get("attempts") != 1]
-    log(f"FIGURE swarm update and rollback under load: {total} requests, {len(failed)} failed (connection error "
-        f"or 5xx), {len(other)} other non-2xx; tasks accepted {len(load.accepted)}, lost {len(lost)}, run twice "
-        f"{len(twice)}; {'; '.join(switches)}")
-    check("swarm: 0 connection errors and 0 5xx during update and rollback", total > 100 and not failed,
-          f"{total} requests, failed {failed[:10]}")
-    check("swarm: 0 tasks lost, none run twice", not lost and not twice and not other,
-          f"lost {len(lost)}, attempts != 1: {len(twice)}, other non-2xx {other[:5]}")
+    check_nothing_lost("swarm", "swarm update and rollback under load", load, port, switches)
 
 
 def automatic_rollback(port):
