@@ -1,6 +1,6 @@
 #!/bin/sh
 # PostgreSQL backups of the live stack: run by the `backup` service of compose/live.yml (PostgreSQL image, so
-# pg_dump and pg_restore match the server) and by scripts/backup.sh through `docker compose exec`.
+# pg_dump and pg_restore match the server) and by scripts/backup.sh through `docker exec`.
 # POSIX sh; needs pg_dump, pg_restore, psql and cat, cut, date, dd, mkdir, mv, rm, sleep, sort, tail, tr, wc. Notes: backup/README.md.
 #
 #   backup.sh loop              back up whenever the newest backup is BACKUP_SCHEDULE old (the service's command)

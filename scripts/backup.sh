@@ -23,8 +23,10 @@ root=/var/lib/postgresql   # where the backup service keeps the files (its volum
 usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "backup: $*" >&2; exit 1; }
 dc() { docker compose -f "$compose_file" "$@"; }
+# shellcheck source=scripts/compose-status.sh
+. "$(dirname "${BASH_SOURCE[0]}")/compose-status.sh"
 # backup/backup.sh in the running backup service; its own refusals ("backup: ERROR: ...") pass through.
-in_backup() { dc exec -T backup sh /etc/backup/backup.sh "$@"; }
+in_backup() { service_exec backup sh /etc/backup/backup.sh "$@"; }
 
 human_age() {
     local s=$1
@@ -83,7 +85,7 @@ cmd_restore() {
     in_backup drop "$fresh"
     if ! in_backup restore-into "$root/$name" "$fresh"; then start_again; exit 1; fi
     # The code's migrations on the restored schema; sqlx refuses a database that has a migration it does not know.
-    if ! out=$(dc run --rm --no-deps -T -e POSTGRES_DB="$fresh" migrate migrate --refuse-newer 2>&1); then
+    if ! out=$(one_off -e POSTGRES_DB="$fresh" migrate migrate --refuse-newer 2>&1); then
         in_backup drop "$fresh"
         start_again
         if grep -q "missing in the resolved migrations" <<<"$out"; then

@@ -53,6 +53,8 @@ dns_ttl=${NGINX_DNS_TTL:-2}
 app_image=${APP_IMAGE:-docker-sample/app}
 httpd_image=${HTTPD_IMAGE:-docker-sample/httpd}
 dc() { docker compose -f "$file" "$@"; }
+# shellcheck source=scripts/compose-status.sh
+. "$root/scripts/compose-status.sh"
 
 # --- 1. images ------------------------------------------------------------------------------------------------------
 for image in "$app_image:$version" "$httpd_image:$version"; do
@@ -85,7 +87,7 @@ export EDGE_VERSION=${edge_image##*:}
 
 # --- 2. migrations (expand only) ------------------------------------------------------------------------------------
 say "migrate ($version)"
-out=$(dc run --rm --no-deps -T migrate 2>&1) || die "migrate failed, nothing else changed: $(tail -n 1 <<<"$out")"
+out=$(one_off migrate 2>&1) || die "migrate failed, nothing else changed: $(tail -n 1 <<<"$out")"
 
 # --- 3, 4. replicas -------------------------------------------------------------------------------------------------
 running() { dc ps --quiet "$1"; }

@@ -33,6 +33,9 @@ watched=(src migrations build.rs Cargo.toml Cargo.lock .sqlx)
 say() { printf 'watch: %s\n' "$*"; }
 die() { printf 'watch: %s\n' "$*" >&2; exit 1; }
 compose() { docker compose -f "$repo/compose/dev.yml" -f "$repo/compose/watch.yml" "$@"; }
+dc() { compose "$@"; }
+# shellcheck source=scripts/compose-status.sh
+. "$repo/scripts/compose-status.sh"
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 migrations_sum() { (cd "$repo" && find migrations -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
@@ -82,7 +85,7 @@ install_and_restart() {
     sum=$(migrations_sum)
     if [ "$sum" != "$(cat "$WATCH_BIN_DIR/migrations.sha256" 2>/dev/null)" ]; then
         say "migrations/ changed: app migrate"
-        if ! compose run --rm --no-deps --entrypoint /watch/app.next migrate migrate; then
+        if ! one_off --entrypoint /watch/app.next migrate migrate; then
             rm -f "$WATCH_BIN_DIR/app.next"
             die "app migrate failed; app and tasks keep running the previous build"
         fi

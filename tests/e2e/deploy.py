@@ -105,7 +105,7 @@ def images_of(live):
 
 
 def has_next_column(live):
-    p = live.compose("exec", "-T", "db", "psql", "-U", "app", "-d", "app", "-tAc",
+    p = live.exec("db", "psql", "-U", "app", "-d", "app", "-tAc",
                      f"SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks' "
                      f"AND column_name = '{NEXT_COLUMN}'", timeout=60)
     return p.stdout.strip() == "1"

@@ -175,6 +175,14 @@ class Stack:
         env.update(env_extra or {})
         return run(["docker", "compose", "-p", self.project, "-f", self.file, *args], timeout=timeout, env=env)
 
+    def exec(self, service, *cmd, timeout=120):
+        """`docker exec` in the service's first running container. Not `docker compose exec`: against a Docker 20.10
+        engine (Debian's), Compose 2.40 exits 0 whatever the command's status."""
+        ids = self.containers(service, all_=False)
+        if not ids:
+            raise RuntimeError(f"no running container for service {service}")
+        return run(["docker", "exec", ids[0], *cmd], timeout=timeout)
+
     def containers(self, service=None, all_=True):
         cmd = ["docker", "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.project}"]
         if all_:

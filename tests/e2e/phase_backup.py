@@ -142,10 +142,10 @@ def phase_backup():
     # A dump from a newer schema: a migration this code does not know, in a fresh backup.
     newer = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) " \
             "VALUES (99991231000000, 'from the future', true, '\\x00', 0)"
-    q = stack.compose("exec", "-T", "db", "sh", "-c", f'psql -X -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "{newer}"')
+    q = stack.exec("db", "sh", "-c", f'psql -X -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "{newer}"')
     p, _ = backup_cmd(env, "now")
     # The live database goes back to what this code knows; only the newest backup has the unknown migration.
-    unq = stack.compose("exec", "-T", "db", "sh", "-c", 'psql -X -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c '
+    unq = stack.exec("db", "sh", "-c", 'psql -X -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c '
                         '"DELETE FROM _sqlx_migrations WHERE version = 99991231000000"')
     ok_setup = q.returncode == 0 and p.returncode == 0 and unq.returncode == 0
     p, _ = backup_cmd(env, "restore", "newest")
