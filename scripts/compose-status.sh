@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/deploy.sh and scripts/backup.sh (which define `dc`, their `docker compose -f FILE`): the two
 # Compose commands whose exit status they act on, with the status read from the engine. `docker compose exec` and
 # `docker compose run` report 0 whatever the command's status against some engines (seen with Compose 2.40 and
