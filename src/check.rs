@@ -31,6 +31,7 @@ pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
         ("metrics_addr", s.metrics_addr.to_string()),
         ("wait_timeout", secs(s.wait_timeout)),
         ("shutdown_timeout", secs(s.shutdown_timeout)),
+        ("shutdown_delay", secs(s.shutdown_delay)),
         ("migrate_on_start", s.migrate_on_start.to_string()),
         (
             "static_dir",

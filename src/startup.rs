@@ -84,6 +84,7 @@ pub struct Application {
     metrics_listener: TcpListener,
     router: Router,
     shutdown_timeout: Duration,
+    shutdown_delay: Duration,
 }
 
 impl Application {
@@ -95,13 +96,15 @@ impl Application {
         let pool = crate::db::pool(&settings);
         let queue =
             Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
-        let shutdown_timeout = settings.shutdown_timeout;
+        let (shutdown_timeout, shutdown_delay) =
+            (settings.shutdown_timeout, settings.shutdown_delay);
         let state = AppState::new(settings, pool, queue);
         Ok(Self {
             listener,
             metrics_listener,
             router: app(state),
             shutdown_timeout,
+            shutdown_delay,
         })
     }
 
@@ -113,8 +116,9 @@ impl Application {
         self.metrics_listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish for at most
-    /// `SHUTDOWN_TIMEOUT`.
+    /// Serves until `shutdown` resolves, then for `SHUTDOWN_DELAY` more (the lame-duck time: a proxy that still
+    /// has this replica's address, or an idle connection to it, meets a server that answers, until it has seen the
+    /// replica go), then stops accepting and lets in-flight requests finish for at most `SHUTDOWN_TIMEOUT`.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -130,9 +134,17 @@ impl Application {
             .into_future(),
         );
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let delay = self.shutdown_delay;
         let server = axum::serve(self.listener, self.router.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                if !delay.is_zero() {
+                    tracing::info!(
+                        delay_s = delay.as_secs_f64(),
+                        "lame duck: still serving (SHUTDOWN_DELAY)"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             });

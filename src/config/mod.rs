@@ -42,6 +42,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     pub wait_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// `serve` only: how long it keeps serving after SIGTERM before it stops accepting (see `Application`).
+    pub shutdown_delay: Duration,
     pub migrate_on_start: bool,
     pub static_dir: Option<PathBuf>,
     /// With `debug`: templates read from here on each change instead of the embedded ones.
@@ -127,6 +129,7 @@ impl Settings {
             metrics_addr: env.parse("METRICS_ADDR", DEFAULT_METRICS_ADDR),
             wait_timeout: env.seconds("WAIT_TIMEOUT", Duration::from_secs(60)),
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
+            shutdown_delay: env.seconds("SHUTDOWN_DELAY", Duration::ZERO),
             migrate_on_start: env.flag("MIGRATE_ON_START", false),
             static_dir: env.string("STATIC_DIR").map(PathBuf::from),
             template_dir: env.string("TEMPLATE_DIR").map(PathBuf::from),

@@ -18,4 +18,5 @@ mod backup;
 mod collectstatic;
 mod commands;
 mod configuration;
+mod lame_duck;
 mod signals;
