@@ -183,7 +183,7 @@ def phase_swarm():
         ignored = [line for line in (p.stdout + p.stderr).splitlines() if "gnoring" in line]
         log(f"swarm: stack deploy output about unsupported options: {ignored or 'none'}")
         ready = wait_http(port, "/readyz", 200, timeout=240)
-        state = converged(["app", "tasks", "httpd", "edge", "db", "redis"], 120)
+        state = converged(["app", "tasks", "httpd", "edge", "db", "redis", "backup"], 180)
         check("swarm: the stack serves through the edge (mode: host) with every replica running",
               ready is not None and all(v.split("/")[0] == v.split("/")[1] for v in state.values()),
               f"/readyz after {time.monotonic() - t:.1f} s; replicas {state}")
