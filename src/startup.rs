@@ -4,12 +4,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -135,9 +138,27 @@ impl Application {
         );
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let delay = self.shutdown_delay;
-        let server = axum::serve(self.listener, self.router.into_make_service())
-            .with_graceful_shutdown(async move {
+        // From the signal on, every answer says `Connection: close`, so no kept-alive connection is idle when the
+        // listener closes: a proxy could not retry a POST written to one the server is closing at that moment.
+        let draining = Arc::new(AtomicBool::new(false));
+        let router = self.router.layer(middleware::map_response({
+            let draining = draining.clone();
+            move |mut response: Response| {
+                let draining = draining.load(Ordering::Relaxed);
+                async move {
+                    if draining {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    response
+                }
+            }
+        }));
+        let server = axum::serve(self.listener, router.into_make_service()).with_graceful_shutdown(
+            async move {
                 shutdown.await;
+                draining.store(true, Ordering::Relaxed);
                 if !delay.is_zero() {
                     tracing::info!(
                         delay_s = delay.as_secs_f64(),
@@ -147,7 +168,8 @@ impl Application {
                 }
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
-            });
+            },
+        );
         let mut server = tokio::spawn(server.into_future());
         let deadline = async {
             let _ = stopping.wait_for(|s| *s).await;

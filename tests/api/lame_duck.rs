@@ -1,6 +1,6 @@
 //! `SHUTDOWN_DELAY`: after SIGTERM, `app serve` keeps accepting and answering for that long (a proxy still holding
-//! its address, or an idle connection to it, gets answers until it has seen the replica go), then stops accepting
-//! and exits 0.
+//! its address, or an idle connection to it, gets answers until it has seen the replica go), each answer with
+//! `Connection: close`, then stops accepting and exits 0.
 
 use std::time::{Duration, Instant};
 
@@ -42,10 +42,18 @@ async fn serve_keeps_answering_for_the_shutdown_delay_after_sigterm() {
         .unwrap();
     let during = fresh.get(format!("{base}/healthz")).send().await;
     let answered_at = signalled.elapsed();
+    let during = during.expect("answered during the delay");
     assert_eq!(
-        during.map(|r| r.status().as_u16()).ok(),
-        Some(200),
+        during.status(),
+        200,
         "answered during the delay ({answered_at:?} after SIGTERM)"
+    );
+    // And it closes the connection after the answer, so no kept-alive one is idle when the listener closes.
+    assert_eq!(
+        during.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "{:?}",
+        during.headers()
     );
     assert!(answered_at < Duration::from_secs(2), "{answered_at:?}");
 

@@ -74,7 +74,7 @@ class MixedLoad:
     def counts(self):
         with self.lock:
             samples = list(self.samples)
-        failed = [s for _, s in samples if s == "conn-error" or (isinstance(s, int) and s >= 500)]
+        failed = [f"{k} {s}" for k, s in samples if s == "conn-error" or (isinstance(s, int) and s >= 500)]
         other = [s for _, s in samples if isinstance(s, int) and s not in (200, 202) and s < 500]
         return len(samples), failed, other
 
