@@ -8,19 +8,20 @@
 #                                              live data is not touched
 #   scripts/backup.sh restore [NAME|newest]    stop app and tasks, restore into a fresh database, migrate it,
 #                                              swap it in by rename (the old one stays as <db>_before_restore),
-#                                              start app and tasks again
+#                                              start app and tasks again and wait until they are healthy
 #
 # Refuses (one line, exit 1) a missing file, a file that is not a complete PostgreSQL custom-format dump, and a
 # dump from a newer schema than this version's `app migrate` knows; live data is unchanged then.
 # Environment: COMPOSE_FILE (default compose/live.yml), COMPOSE_PROJECT_NAME, APP_VERSION and the other variables
-# of compose/live.yml, as for `docker compose up`.
+# of compose/live.yml, as for `docker compose up`; RESTORE_WAIT, seconds app and tasks may take to become healthy
+# again after a restore (default 120).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 compose_file=${COMPOSE_FILE:-$repo/compose/live.yml}
 root=/var/lib/postgresql   # where the backup service keeps the files (its volume)
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() { echo "backup: $*" >&2; exit 1; }
 dc() { docker compose -f "$compose_file" "$@"; }
 # shellcheck source=scripts/compose-status.sh
@@ -80,7 +81,9 @@ cmd_restore() {
     start_again() {
         local started
         echo "restore: starting app and tasks"
-        started=$(dc start app tasks 2>&1) || echo "backup: could not start app and tasks: $(tail -n 1 <<<"$started")" >&2
+        # `up --no-recreate` starts the stopped replicas as they were; --wait: "is live" means they are healthy.
+        started=$(dc up --detach --no-deps --no-recreate --wait --wait-timeout "${RESTORE_WAIT:-120}" app tasks 2>&1) ||
+            echo "backup: app and tasks did not become healthy: $(tail -n 1 <<<"$started")" >&2
     }
     in_backup drop "$fresh"
     if ! in_backup restore-into "$root/$name" "$fresh"; then start_again; exit 1; fi

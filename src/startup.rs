@@ -138,8 +138,10 @@ impl Application {
         );
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let delay = self.shutdown_delay;
-        // From the signal on, every answer says `Connection: close`, so no kept-alive connection is idle when the
-        // listener closes: a proxy could not retry a POST written to one the server is closing at that moment.
+        // From the signal on, every answer says `Connection: close`, so a kept-alive connection used during the
+        // lame duck ends after its answer; idle ones nginx closes itself (upstream keepalive_timeout 2 s, below
+        // SHUTDOWN_DELAY). None is left for the server to close under a request being written: a proxy could not
+        // retry a POST written to a connection the server is closing at that moment.
         let draining = Arc::new(AtomicBool::new(false));
         let router = self.router.layer(middleware::map_response({
             let draining = draining.clone();

@@ -6,6 +6,8 @@ import time
 
 from harness import (
     REPO,
+    T0,
+    describe_failure,
     TAG,
     TAG_NEXT,
     check,
@@ -31,6 +33,7 @@ class MixedLoad:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.samples = []  # (kind, status or "conn-error")
+        self.failures = []  # what each failed request got, to tell which layer answered
         self.accepted = [known_task] if known_task else []
         self.threads = []
 
@@ -51,6 +54,8 @@ class MixedLoad:
             r = request(self.port, "GET", f"/api/tasks/{tid}" if tid else "/readyz", timeout=20)
         with self.lock:
             self.samples.append((kind, r.status or "conn-error"))
+            if not r.status or r.status >= 500:
+                self.failures.append(describe_failure(kind, r, time.monotonic() - T0))
 
     def _loop(self, n):
         i = n
@@ -88,6 +93,8 @@ def check_nothing_lost(prefix, figure, load, port, switches):
     log(f"FIGURE {figure}: {total} requests, {len(failed)} failed (connection error or 5xx), {len(other)} other "
         f"non-2xx; tasks accepted {len(load.accepted)}, lost {len(lost)}, run twice {len(twice)}; "
         f"{'; '.join(switches)}")
+    for line in load.failures[:10]:
+        log(f"{prefix}: failed request at {line}")
     check(f"{prefix}: 0 connection errors and 0 5xx", total > 100 and not failed,
           f"{total} requests, failed {failed[:10]}")
     check(f"{prefix}: no other non-2xx answer", not other, f"{other[:10]}")
@@ -135,7 +142,10 @@ def deploy_and_rollback(live, port, old_task):
     switches = []
     with MixedLoad(port, old_task) as load:
         for label, tag in (("deploy N+1", TAG_NEXT), ("roll back to N", TAG)):
+            log(f"deploy: {label} starts")
             p, took = deploy(live, tag)
+            for line in p.stderr.strip().splitlines()[-8:]:
+                log(f"  {line}")
             images = images_of(live)
             ours = {s: images.get(s) for s in ("app", "httpd", "tasks")}
             ok = p.returncode == 0 and all(v == {tag} for v in ours.values())

@@ -211,6 +211,8 @@ def fault_app_replaced(live, port):
         # (valid=2s, plus the 1 s its timer adds); requests sent to it meanwhile must be retried on the new one.
         time.sleep(5)
     hist = load.histogram()
+    for line in load.failures[:10]:
+        log(f"replicas: failed request at {line}")
     retried = len(re.findall(r'"upstream":"[^"]*\b' + re.escape(first_addr) + r':8000, [^"]*\b' +
                              re.escape(second_addr) + r':8000\b', live.logs("httpd")))
     httpd_after = inspect(live.container("httpd"))

@@ -134,6 +134,17 @@ def get_task(port, task_id, wait=None):
     return request(port, "GET", path, timeout=(wait or 0) + 15)
 
 
+def wait_serving(port, timeout=120.0, in_a_row=10):
+    """Until /readyz answers 200 `in_a_row` times running: after app replicas restart, each httpd replica finds
+    them again on its own next DNS lookup (a few seconds), and one 200 may come through the one that already has."""
+    deadline, ok = time.monotonic() + timeout, 0
+    while ok < in_a_row and time.monotonic() < deadline:
+        ok = ok + 1 if request(port, "GET", "/readyz", timeout=5).status == 200 else 0
+        if not ok:
+            time.sleep(0.2)
+    return ok >= in_a_row
+
+
 def wait_tasks_done(port, ids, timeout):
     """Long-poll every task until done/dead or timeout; returns {id: task json or None}."""
     deadline = time.monotonic() + timeout
@@ -202,6 +213,12 @@ class Stack:
         p = self.compose(*args, timeout=120)
         return p.stdout + p.stderr
 
+    def follow_logs(self, label):
+        """Every container's log from now on, removed replicas' included, into LOG_DIR/label.log; stop() it."""
+        out = open(os.path.join(LOG_DIR, f"{label}.log"), "w")
+        cmd = ["docker", "compose", "-p", self.project, "-f", self.file, "logs", "--follow", "--no-color", "--timestamps"]
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
     def save_logs(self, label):
         path = os.path.join(LOG_DIR, f"{label}.log")
         p = self.compose("logs", "--no-color", "--timestamps", timeout=120)
@@ -229,6 +246,14 @@ def proc_uid(pid):
     return None
 
 
+def describe_failure(kind, r, at):
+    """One line about a failed request: when, what, and who answered (httpd adds X-Request-Id, the edge does not)."""
+    if not r.status:
+        return f"{at:.1f}s {kind} conn-error {r.error}"
+    who = "httpd" if r.header_values("x-request-id") else "edge"
+    return f"{at:.1f}s {kind} {r.status} by {who}: {r.body[:90]!r}"
+
+
 class Load:
     """Background request loop: GET /api/tasks?limit=5 (needs the database) and POST wordcount tasks."""
 
@@ -237,6 +262,7 @@ class Load:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.samples = []  # (t, status or error)
+        self.failures = []  # describe_failure() of each 5xx or connection error
         self.accepted = []
         self.workers = []
 
@@ -253,6 +279,9 @@ class Load:
                 r = request(self.port, "GET", "/api/tasks?limit=5", timeout=10)
             with self.lock:
                 self.samples.append((time.monotonic(), r.status if r.status else "conn-error"))
+                if not r.status or r.status >= 500:
+                    self.failures.append(describe_failure("post" if i % self.post_every == 0 else "get", r,
+                                                          time.monotonic() - T0))
             time.sleep(0.05)
 
     def __enter__(self):

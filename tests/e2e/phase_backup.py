@@ -20,6 +20,7 @@ from harness import (
     post_task,
     request,
     run,
+    wait_serving,
     wait_tasks_done,
 )
 
@@ -122,9 +123,7 @@ def phase_backup():
     p, restore_s = backup_cmd(env, "restore", "newest")
     check("backup: `scripts/backup.sh restore newest` swaps the restored database in",
           p.returncode == 0 and "is live" in p.stdout, (p.stdout + p.stderr).strip()[-800:])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and request(port, "GET", "/readyz").status != 200:
-        time.sleep(1)
+    wait_serving(port)
 
     back = {}
     for tid in done_ids:
@@ -150,9 +149,7 @@ def phase_backup():
     ok_setup = q.returncode == 0 and p.returncode == 0 and unq.returncode == 0
     p, _ = backup_cmd(env, "restore", "newest")
     err = p.stderr.strip().splitlines()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and request(port, "GET", "/readyz").status != 200:
-        time.sleep(1)
+    wait_serving(port)
     still = (get_task(port, done_ids[-1]).json() or {}).get("state")
     check("backup: a dump from a newer schema is refused in one line; the live data stays and the app is back",
           ok_setup and p.returncode != 0 and len(err) == 1 and "newer schema" in err[-1] and still == "done",

@@ -205,6 +205,7 @@ def phase_live():
                  f"{time.monotonic() - t:.1f}s" if p.returncode == 0 else p.stderr.strip()[-1500:]):
         live.save_logs("live-up")
         return
+    follower = live.follow_logs("live-all")  # deploys remove replicas, and their logs with them
     steps = [
         ("basics", lambda: live_basics(live, port)),
         ("hardening", lambda: live_hardening(live)),
@@ -239,6 +240,8 @@ def phase_live():
     check("live: no secret in `docker inspect` (env, command) nor in any container log", not leaks,
           f"checked {len(secrets)} secrets, {len(blob_logs.splitlines())} log lines; leaks: {leaks or 'none'}")
     path = live.save_logs("live")
-    log(f"live: logs saved to {path}")
+    follower.terminate()
+    follower.wait(30)
+    log(f"live: logs saved to {path} (every replica's, removed ones too: live-all.log)")
     p = live.compose("down", "--volumes", "--remove-orphans", timeout=180)
     check("live: `down --volumes` removes the stack", p.returncode == 0, p.stderr.strip()[-300:] if p.returncode else "")

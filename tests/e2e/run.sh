@@ -133,7 +133,9 @@ cleanup() {
         ids=$(docker network ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
         ids=$(docker volume ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
     done
-    docker image rm -f "$app_image:$E2E_TAG_NEXT" "$httpd_image:$E2E_TAG_NEXT" >/dev/null 2>&1
+    # Every tag of this run: TAG, TAG-next (the N+1 stand-in), TAG-unhealthy (the swarm phase's bad release).
+    ours() { docker images --format '{{.Repository}}:{{.Tag}}' | grep -F -- ":$E2E_TAG" || true; }
+    ids=$(ours); [ -z "$ids" ] || docker image rm -f $ids >/dev/null 2>&1
     bash "$here/standins.sh" remove >/dev/null 2>&1
     local left=""
     for p in "$E2E_DEV_PROJECT" "$E2E_LIVE_PROJECT"; do
@@ -141,7 +143,7 @@ cleanup() {
         left+=$(docker network ls -q --filter "label=com.docker.compose.project=$p")
         left+=$(docker volume ls -q --filter "label=com.docker.compose.project=$p")
     done
-    left+=$(docker images -q "$app_image:$E2E_TAG" "$httpd_image:$E2E_TAG" "$POSTGRES_IMAGE" "$REDIS_IMAGE" 2>/dev/null)
+    left+=$(ours; docker images -q "$POSTGRES_IMAGE" "$REDIS_IMAGE" 2>/dev/null)
     if [ -z "$left" ]; then ok "cleanup: no container, network, volume or image of this run is left"; else ko "cleanup: left behind: $left"; fi
     if [ "$fail" -gt 0 ] && [ -n "$(ls -A "$E2E_LOG_DIR" 2>/dev/null)" ]; then
         keep="/tmp/e2e-logs-$run_id"
