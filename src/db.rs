@@ -101,7 +101,6 @@ pub async fn migrate(
 /// What the status page shows of PostgreSQL beyond its tasks.
 #[derive(Debug, Clone)]
 pub struct DbFacts {
-    pub fetched: std::time::Instant,
     pub version: String,
     pub migrations: MigrationState,
 }
@@ -112,7 +111,6 @@ pub async fn facts(pool: &PgPool) -> Result<DbFacts, sqlx::Error> {
         .await?;
     let migrations = migration_state(pool).await?;
     Ok(DbFacts {
-        fetched: std::time::Instant::now(),
         version,
         migrations,
     })

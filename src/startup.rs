@@ -23,8 +23,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Settings;
 use crate::http::hosts::{self, AllowedHosts};
-use crate::http::request_id::AccessLog;
-use crate::http::{health, page, request_id, security_headers, static_files, tasks_api};
+use crate::http::{
+    access_log, health, page, request_id, security_headers, static_files, tasks_api,
+};
 use crate::state::AppState;
 use crate::tasks::Queue;
 
@@ -32,25 +33,30 @@ use crate::tasks::Queue;
 /// more CPU than the bytes are worth. Already-encoded bodies (the `.gz` static files) are never compressed again.
 const COMPRESS_ABOVE_BYTES: u64 = 1024;
 
-/// The full router with its middleware. Layers run top to bottom for a request: security headers (so every
-/// answer has them, a refused Host too), request id and access log, metrics, Host check, compression, timeout,
-/// then the route. What each costs is measured by `bench/layers.rs` (see bench/README.md).
+/// The full router: the pages and the API with the whole middleware stack, and the probes beside it with only what
+/// every answer needs. Layers run top to bottom for a request:
+///
+/// * every answer: security headers (so every answer has them, a refused Host too), request id;
+/// * pages and API: access log, metrics, Host check, compression, timeout, body limit, then the route;
+/// * probes (`/healthz`, `/readyz`): the route (plus the access log with `LOG_PROBES=true`). An orchestrator
+///   calls them by IP every few seconds: no Host check, no access line, no request metrics, and nothing else
+///   that would make liveness cost more than answering. `/readyz` bounds its own checks (800 ms each).
+///
+/// What each layer costs is measured by `bench/layers.rs` (see bench/README.md).
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let mut router = Router::new()
+    let mut site = Router::new()
         .route("/", get(page::status_page))
         .route("/tasks", post(page::enqueue_form))
         .route("/api/tasks", post(tasks_api::create).get(tasks_api::list))
-        .route("/api/tasks/{id}", get(tasks_api::get))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/api/tasks/{id}", get(tasks_api::get));
     if settings.debug {
-        router = match &settings.static_dir {
-            Some(dir) => router.nest_service("/static", ServeDir::new(dir)),
-            None => router.route("/static/{*path}", get(static_files::embedded)),
+        site = match &settings.static_dir {
+            Some(dir) => site.nest_service("/static", ServeDir::new(dir)),
+            None => site.route("/static/{*path}", get(static_files::embedded)),
         };
     }
-    router
+    let site = site
         .fallback(|| async {
             crate::http::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
@@ -72,12 +78,15 @@ pub fn app(state: AppState) -> Router {
             hosts::check,
         ))
         .layer(middleware::from_fn(crate::metrics::track_requests))
-        .layer(middleware::from_fn_with_state(
-            AccessLog {
-                probes: settings.log_probes,
-            },
-            request_id::propagate,
-        ))
+        .layer(middleware::from_fn(access_log::log));
+    let mut probes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if settings.log_probes {
+        probes = probes.layer(middleware::from_fn(access_log::log));
+    }
+    site.merge(probes)
+        .layer(middleware::from_fn(request_id::propagate))
         .layer(middleware::map_response(security_headers::add))
         .with_state(state)
 }

@@ -8,6 +8,8 @@ use sqlx::PgPool;
 use crate::assets::Assets;
 use crate::config::Settings;
 use crate::csrf::Csrf;
+use crate::http::finished_tasks::FinishedTasks;
+use crate::http::page_snapshot::PageSnapshot;
 use crate::tasks::{EnqueueError, Lifecycle, Queue, TaskRecord, TaskSpec, TaskStore};
 use crate::templates::Templates;
 
@@ -24,8 +26,10 @@ pub struct AppStateInner {
     pub assets: Arc<Assets>,
     pub templates: Templates,
     pub csrf: Csrf,
-    /// The status page's cached PostgreSQL facts (version, migrations).
-    pub db_facts: crate::http::db_facts::DbFactsCache,
+    /// What the status page shows of the stores, shared by the views of one second.
+    pub page_snapshot: PageSnapshot,
+    /// The JSON of finished tasks already read (they never change).
+    pub finished_tasks: FinishedTasks,
 }
 
 impl Deref for AppState {
@@ -48,19 +52,23 @@ impl AppState {
             assets: Arc::new(Assets::embedded()),
             templates,
             csrf,
-            db_facts: Default::default(),
+            page_snapshot: PageSnapshot::default(),
+            finished_tasks: FinishedTasks::default(),
         }))
     }
 
-    /// Records a task and hands it to the workers, with this app's `TASK_MAX_ATTEMPTS`.
+    /// Records a task and hands it to the workers, with this app's `TASK_MAX_ATTEMPTS`. The status page's next
+    /// view on this process shows it.
     pub async fn enqueue(
         &self,
         spec: &TaskSpec,
         request_id: Option<&str>,
     ) -> Result<TaskRecord, EnqueueError> {
         let max_attempts = self.settings.queue.max_attempts;
-        Lifecycle::new(&self.store, &self.queue)
+        let queued = Lifecycle::new(&self.store, &self.queue)
             .enqueue(spec, max_attempts, request_id)
-            .await
+            .await;
+        self.page_snapshot.invalidate();
+        queued
     }
 }

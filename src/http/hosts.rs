@@ -1,5 +1,5 @@
-//! `ALLOWED_HOSTS`, like Django: a request for any other `Host` gets 400. The probes (`/healthz`, `/readyz`)
-//! are exempt, so orchestrators can call them by IP.
+//! `ALLOWED_HOSTS`, like Django: a request for any other `Host` gets 400. Put on the pages and the API only: the
+//! probes (`/healthz`, `/readyz`) are outside it (`startup::app`), so orchestrators can call them by IP.
 
 use std::sync::Arc;
 
@@ -9,8 +9,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-
-const EXEMPT: [&str; 2] = ["/healthz", "/readyz"];
 
 /// The patterns of `ALLOWED_HOSTS`: exact names, `.example.com` for a domain and its subdomains, `*` for any.
 #[derive(Debug, Clone)]
@@ -61,9 +59,6 @@ pub async fn check(
     request: Request,
     next: Next,
 ) -> Response {
-    if EXEMPT.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
     let host = request
         .headers()
         .get(header::HOST)

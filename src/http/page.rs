@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
-use super::deadline::{Unanswered, within};
 use super::error::ApiError;
 use super::extract::ApiForm;
 use super::request_id::RequestId;
@@ -15,8 +14,6 @@ use crate::state::AppState;
 use crate::tasks::queue::{HEARTBEAT_STALE_AFTER, now_ms};
 use crate::tasks::records::TaskSummary;
 use crate::tasks::{EnqueueError, InvalidTask, TaskSpec};
-
-const RECENT_TASKS: i64 = 10;
 
 #[derive(Serialize)]
 pub struct TaskRow {
@@ -29,16 +26,16 @@ pub struct TaskRow {
     pub error: String,
 }
 
-impl From<TaskSummary> for TaskRow {
-    fn from(t: TaskSummary) -> Self {
+impl From<&TaskSummary> for TaskRow {
+    fn from(t: &TaskSummary) -> Self {
         Self {
             short_id: t.id.to_string()[..8].to_string(),
             id: t.id.to_string(),
-            kind: t.kind,
+            kind: t.kind.clone(),
             state: t.state.as_str(),
             attempts: t.attempts,
             created_at: t.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            error: t.error.unwrap_or_default(),
+            error: t.error.clone().unwrap_or_default(),
         }
     }
 }
@@ -65,10 +62,6 @@ pub struct StatusPage {
     pub kinds: [&'static str; 3],
 }
 
-fn brief<T>(checked: Result<T, Unanswered>) -> Result<T, String> {
-    checked.map_err(Unanswered::brief)
-}
-
 fn check<T>(
     name: &'static str,
     result: Result<T, String>,
@@ -88,25 +81,21 @@ fn check<T>(
     }
 }
 
-/// `GET /`: every dependency is asked concurrently with a deadline, so a down service shows as such instead of
-/// hanging the page.
+/// `GET /`: the stores' part comes from the shared snapshot (`page_snapshot.rs`); the CSRF token and the worker's
+/// age are the view's own.
 pub async fn status_page(State(state): State<AppState>) -> Response {
-    // One PostgreSQL query (the recent tasks, which also proves PostgreSQL answers) and one Redis round trip per
-    // page; the server version and the migration state change only with a deploy and are cached for 10 s.
-    let (meta, recent, redis) = tokio::join!(
-        within(state.db_facts.get(&state.pool)),
-        within(state.store.recent_summaries(RECENT_TASKS)),
-        within(state.queue.status()),
-    );
-    let (meta, recent, redis) = (brief(meta), brief(recent), brief(redis));
-    let (version, migrations) = match (&recent, meta) {
+    let data = state
+        .page_snapshot
+        .get(&state.pool, &state.store, &state.queue)
+        .await;
+    let (version, migrations) = match (&data.recent, &data.postgres) {
         (Err(e), _) => (Err(e.clone()), Err("unknown".to_string())),
-        (Ok(_), Ok(facts)) => (Ok(facts.version), Ok(facts.migrations)),
-        (Ok(_), Err(e)) => (Err(e.clone()), Err(e)),
+        (Ok(_), Ok(facts)) => (Ok(&facts.version), Ok(&facts.migrations)),
+        (Ok(_), Err(e)) => (Err(e.clone()), Err(e.clone())),
     };
-    let (redis, heartbeat, depth) = match redis {
-        Ok((hb, depth)) => (Ok(()), Ok(hb), Ok(depth)),
-        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e)),
+    let (redis, heartbeat, depth) = match &data.redis {
+        Ok((hb, depth)) => (Ok(()), Ok(*hb), Ok(*depth)),
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone())),
     };
     let now = now_ms();
     let worker = match heartbeat {
@@ -137,9 +126,11 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         debug: state.settings.debug,
         checks,
-        tasks: recent
+        tasks: data
+            .recent
+            .as_deref()
             .unwrap_or_default()
-            .into_iter()
+            .iter()
             .map(TaskRow::from)
             .collect(),
         csrf_token: token.clone(),

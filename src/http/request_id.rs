@@ -1,21 +1,15 @@
 //! `x-request-id`: taken from the proxy when well formed, generated otherwise; on every response, in the request's
-//! log span, and carried into the tasks it enqueues. Also writes the access log line.
+//! log span (`access_log.rs`), and carried into the tasks it enqueues.
 //!
 //! The id is held as the `HeaderValue` it travels in: an incoming id is reused as it is and a generated one is
 //! encoded once, so the response header and the handlers share one buffer instead of three string copies.
 
-use std::time::Instant;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
-
-/// The probes orchestrators call every few seconds: no access line for them unless `LOG_PROBES=true`.
-const PROBES: [&str; 2] = ["/healthz", "/readyz"];
 
 /// The request's id, for handlers.
 #[derive(Debug, Clone)]
@@ -54,38 +48,11 @@ fn take_or_generate(request: &Request) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Whether probes get an access line (`LOG_PROBES`); the state of [`propagate`].
-#[derive(Debug, Clone, Copy)]
-pub struct AccessLog {
-    pub probes: bool,
-}
-
-/// The middleware: `from_fn_with_state(AccessLog { probes }, request_id::propagate)`.
-pub async fn propagate(State(log): State<AccessLog>, mut request: Request, next: Next) -> Response {
+/// The middleware: the request's id in its extensions (for the access log and the handlers) and on its answer.
+pub async fn propagate(mut request: Request, next: Next) -> Response {
     let id = take_or_generate(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let logged = (log.probes || !PROBES.contains(&request.uri().path()))
-        && tracing::enabled!(tracing::Level::INFO);
-    let mut response = if logged {
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = id.to_str().unwrap_or("-"),
-        );
-        let started = Instant::now();
-        let response = next.run(request).instrument(span.clone()).await;
-        span.in_scope(|| {
-            tracing::info!(
-                status = response.status().as_u16(),
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "request"
-            );
-        });
-        response
-    } else {
-        next.run(request).await
-    };
+    let mut response = next.run(request).await;
     response.headers_mut().insert(HEADER, id);
     response
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::request_id::RequestId;
 use crate::state::AppState;
-use crate::tasks::{EnqueueError, InvalidTask, TaskRecord, TaskSpec};
+use crate::tasks::{EnqueueError, InvalidTask, TaskSpec};
 
 /// Longest `?wait=` accepted.
 pub const MAX_WAIT_SECS: f64 = 30.0;
@@ -112,17 +113,20 @@ impl IntoResponse for GetTaskError {
     }
 }
 
-/// `GET /api/tasks/{id}[?wait=S]`.
+/// `GET /api/tasks/{id}[?wait=S]`. A finished task is answered from memory once read (`finished_tasks.rs`).
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<GetParams>,
-) -> Result<Json<TaskRecord>, GetTaskError> {
+) -> Result<Response, GetTaskError> {
     let wait = match params.wait {
         None => Duration::ZERO,
         Some(s) if (0.0..=MAX_WAIT_SECS).contains(&s) => Duration::from_secs_f64(s),
         Some(_) => return Err(GetTaskError::BadWait),
     };
+    if let Some(body) = state.finished_tasks.get(id) {
+        return Ok(json_body(body));
+    }
     let deadline = Instant::now() + wait;
     loop {
         let record = state
@@ -130,12 +134,26 @@ pub async fn get(
             .get(id)
             .await?
             .ok_or(GetTaskError::NotFound(id))?;
+        if record.state.is_finished() {
+            return Ok(match serde_json::to_vec(&record) {
+                Ok(body) => {
+                    let body = Bytes::from(body);
+                    state.finished_tasks.keep(id, body.clone());
+                    json_body(body)
+                }
+                Err(_) => Json(record).into_response(),
+            });
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if record.state.is_finished() || remaining.is_zero() {
-            return Ok(Json(record));
+        if remaining.is_zero() {
+            return Ok(Json(record).into_response());
         }
         tokio::time::sleep(remaining.min(POLL_EVERY)).await;
     }
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,8 @@
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
-use crate::helpers::{TestConfig, spawn_app, spawn_app_with};
+use crate::helpers::{TestConfig, eventually, spawn_app, spawn_app_with};
 
 fn cookie_value(response: &reqwest::Response) -> String {
     let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
@@ -48,6 +50,49 @@ async fn the_status_page_shows_the_services_and_links_hashed_assets() {
     assert!(html.contains("up to date"), "migration state missing");
     assert!(html.contains("wordcount"), "recent task missing");
     worker.stop().await;
+}
+
+/// The page's view of the stores is shared for up to a second (`page_snapshot.rs`), but a task queued through the
+/// app is on its next page at once, and one written elsewhere (another replica) within the second.
+#[tokio::test]
+async fn the_page_shows_a_task_queued_here_at_once_and_one_queued_elsewhere_within_a_second() {
+    let app = spawn_app().await;
+    let page = || async { app.get("/").await.text().await.unwrap() };
+    page().await;
+    let here = app.enqueue("sleep", serde_json::json!({"ms": 1})).await;
+    let seen = Instant::now();
+    assert!(
+        page().await.contains(&here.to_string()),
+        "not on the next page"
+    );
+
+    let elsewhere = uuid::Uuid::new_v4();
+    sqlx::query(
+        r#"INSERT INTO tasks (id, kind, payload, max_attempts) VALUES ($1, 'sleep', '{"ms": 1}', 5)"#,
+    )
+    .bind(elsewhere)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let shared = page().await;
+    if seen.elapsed() < Duration::from_millis(500) {
+        assert!(
+            !shared.contains(&elsewhere.to_string()),
+            "the page asked PostgreSQL again within a second"
+        );
+    }
+    let (_, took) = eventually(
+        "the task queued elsewhere on the page",
+        Duration::from_secs(5),
+        || async {
+            match page().await.contains(&elsewhere.to_string()) {
+                true => Ok(()),
+                false => Err("not yet"),
+            }
+        },
+    )
+    .await;
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 }
 
 #[tokio::test]
@@ -260,7 +305,8 @@ fn series(text: &str, metric: &str, labels: &[&str]) -> u64 {
 }
 
 /// The recorder is process-wide, and other tests' requests land in it too: this test counts a method and status
-/// only it sends (`PATCH /healthz`, 405), before and after, so only its own requests can move the figures.
+/// only it sends (`PATCH /api/tasks`, 405), before and after, so only its own requests can move the figures.
+/// Probes are not counted (they sit outside the pages' middleware), so no `/healthz` series ever exists.
 #[tokio::test]
 async fn metrics_are_served_on_their_own_port_only() {
     let app = spawn_app().await;
@@ -274,19 +320,30 @@ async fn metrics_are_served_on_their_own_port_only() {
             .await
             .unwrap()
     };
-    let labels = ["method=\"PATCH\"", "route=\"/healthz\"", "status=\"405\""];
+    let labels = ["method=\"PATCH\"", "route=\"/api/tasks\"", "status=\"405\""];
     let before = scrape().await;
     const REQUESTS: u64 = 3;
     for _ in 0..REQUESTS {
-        let response = app.client.patch(app.url("/healthz")).send().await.unwrap();
+        let response = app
+            .client
+            .patch(app.url("/api/tasks"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 405);
     }
+    assert_eq!(app.get("/healthz").await.status(), 200);
     let after = scrape().await;
+    assert_eq!(
+        series(&after, "http_requests_total", &["route=\"/healthz\""]),
+        0,
+        "a probe was counted:\n{after}"
+    );
     for metric in ["http_requests_total", "http_request_duration_seconds_count"] {
         assert_eq!(
             series(&after, metric, &labels) - series(&before, metric, &labels),
             REQUESTS,
-            "{metric} of PATCH /healthz:\n{after}"
+            "{metric} of PATCH /api/tasks:\n{after}"
         );
     }
     assert!(

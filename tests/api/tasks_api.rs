@@ -180,3 +180,46 @@ async fn long_poll_returns_when_the_task_finishes_or_the_wait_ends() {
     assert_eq!(task["state"], "done");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_finished_task_is_answered_from_memory_and_an_unfinished_one_from_postgres() {
+    let app = spawn_app().await;
+    let id = app.enqueue("wordcount", json!({"text": "a b"})).await;
+    assert_eq!(app.task(id).await["state"], "queued");
+    // Finished behind the app's back: an unfinished task was not kept, so the next read sees the change.
+    sqlx::query(
+        r#"UPDATE tasks SET state = 'done', result = '{"words": 2}', finished_at = now() WHERE id = $1"#,
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let done = app.task(id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["result"]["words"], 2);
+    // The row gone (as after a purge): the finished answer is sent from memory, the same bytes.
+    let delete = "DELETE FROM tasks WHERE id = $1";
+    sqlx::query(delete)
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.task(id).await, done);
+    let again = app.get(&format!("/api/tasks/{id}?wait=1")).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["content-type"], "application/json");
+    assert_eq!(again.json::<Value>().await.unwrap(), done);
+    assert_eq!(
+        app.get(&format!("/api/tasks/{id}?wait=99")).await.status(),
+        400,
+        "the query is checked before the kept answer is sent"
+    );
+    // A task that was never read as finished is PostgreSQL's to answer.
+    let other = app.enqueue("wordcount", json!({"text": "c"})).await;
+    sqlx::query(delete)
+        .bind(other)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.get(&format!("/api/tasks/{other}")).await.status(), 404);
+}
