@@ -5,7 +5,7 @@
 //! turns, so that a busy machine disturbs every row alike.
 //!
 //! Built only with `--features bench`: `cargo run --release --features bench --example layers [N]`.
-//! The access-log rows write JSON lines through the same non-blocking writer as the app, into a sink.
+//! The access-log row writes JSON lines through the same batched writer as the app, into a sink.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,7 +98,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
-    let (writer, _guard) = tracing_appender::non_blocking(std::io::sink());
+    let (writer, _guard) =
+        app::log_writer::BatchedWriter::spawn(std::io::sink()).expect("a log writer thread");
     tracing_subscriber::fmt()
         .json()
         .with_current_span(true)

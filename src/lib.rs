@@ -9,6 +9,7 @@ pub mod config;
 pub mod csrf;
 pub mod db;
 pub mod healthcheck;
+pub mod log_writer;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;
