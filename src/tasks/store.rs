@@ -39,8 +39,34 @@ impl TaskStore {
         }
     }
 
-    /// Inserts a queued task. It is committed before the work goes to Redis, so a worker never sees an entry
-    /// whose task it cannot find.
+    /// Inserts queued tasks in one statement and one commit (see `enqueue_batch.rs`), returning their records in
+    /// no particular order. They are committed before the work goes to Redis, so a worker never sees an entry whose
+    /// task it cannot find.
+    pub async fn insert_many(&self, tasks: &[NewTask]) -> Result<Vec<TaskRecord>, sqlx::Error> {
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.spec.kind()).collect();
+        let payloads: Vec<Value> = tasks.iter().map(|t| t.spec.payload()).collect();
+        let max_attempts: Vec<i32> = tasks.iter().map(|t| t.max_attempts).collect();
+        let request_ids: Vec<Option<&str>> =
+            tasks.iter().map(|t| t.request_id.as_deref()).collect();
+        sqlx::query_as!(
+            TaskRecord,
+            r#"INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::text[])
+               RETURNING id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
+                         result, error, request_id, run_at, created_at, updated_at, started_at, finished_at"#,
+            &ids,
+            &kinds as &[&str],
+            &payloads,
+            &max_attempts,
+            &request_ids as &[Option<&str>],
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Inserts one queued task: [`TaskStore::insert_many`] for a single task, used when a batch's statement was
+    /// refused so that one task's bad row fails alone.
     pub async fn insert(&self, task: &NewTask) -> Result<TaskRecord, sqlx::Error> {
         sqlx::query_as!(
             TaskRecord,
@@ -60,13 +86,16 @@ impl TaskStore {
 
     /// Remembers which stream entry carries a new task (unless a worker already recorded it), in the background
     /// and batched with the other tasks queued meanwhile.
-    pub fn note_stream_id(&self, id: Uuid, stream_id: String) {
-        self.stream_ids
-            .get_or_init(|| StreamIdWriter::spawn(TaskStore::new(self.pool.clone())))
-            .record(id, stream_id);
+    pub fn note_stream_ids(&self, ids: &[Uuid], stream_ids: Vec<String>) {
+        let writer = self
+            .stream_ids
+            .get_or_init(|| StreamIdWriter::spawn(TaskStore::new(self.pool.clone())));
+        for (id, stream_id) in ids.iter().zip(stream_ids) {
+            writer.record(*id, stream_id);
+        }
     }
 
-    /// [`TaskStore::note_stream_id`]'s batch: one `UPDATE` for many tasks.
+    /// [`TaskStore::note_stream_ids`]'s batch: one `UPDATE` for many tasks.
     pub async fn set_stream_ids(
         &self,
         ids: &[Uuid],
@@ -84,11 +113,11 @@ impl TaskStore {
         Ok(())
     }
 
-    /// Removes a task that never reached Redis, so a failed enqueue leaves nothing behind.
-    pub async fn delete_unsent(&self, id: Uuid) -> Result<(), sqlx::Error> {
+    /// Removes tasks that never reached Redis, so a failed enqueue leaves nothing behind.
+    pub async fn delete_unsent(&self, ids: &[Uuid]) -> Result<(), sqlx::Error> {
         sqlx::query!(
-            "DELETE FROM tasks WHERE id = $1 AND stream_id IS NULL AND state = 'queued'",
-            id
+            "DELETE FROM tasks WHERE id = ANY($1) AND stream_id IS NULL AND state = 'queued'",
+            ids
         )
         .execute(&self.pool)
         .await?;
