@@ -1,8 +1,9 @@
 //! Task records in PostgreSQL: the source of truth for every task's state.
 //!
-//! A worker may only start a task through [`TaskStore::start`], which takes a lease in the same `UPDATE`; that is
+//! A worker may only start a task through [`TaskStore::start_many`], which takes a lease in the same `UPDATE`; that is
 //! what keeps two workers from running one task at the same time, whatever Redis delivers twice.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -161,54 +162,85 @@ impl TaskStore {
         .await
     }
 
-    /// Takes the lease and counts the attempt (counted at start, so a task that keeps crashing its worker still
-    /// ends `dead`). A task already past its attempts is marked `dead` here.
-    pub async fn start(
+    /// Takes the lease and counts the attempt of each delivered task (`ids[i]` carried by entry `stream_ids[i]`), in
+    /// one `UPDATE`; the outcomes come back in the order given. The attempt is counted at start, so a task that keeps
+    /// crashing its worker still ends `dead`. A task delivered twice in one batch is started once, for the first of
+    /// its entries; the other delivery finds it running.
+    pub async fn start_many(
         &self,
-        id: Uuid,
+        ids: &[Uuid],
+        stream_ids: &[String],
         worker: &str,
-        stream_id: &str,
         lease: Duration,
-    ) -> Result<StartOutcome, sqlx::Error> {
+    ) -> Result<Vec<StartOutcome>, sqlx::Error> {
         let started = sqlx::query!(
             r#"UPDATE tasks
-               SET state = 'running', attempts = attempts + 1, worker = $2, stream_id = $3,
+               SET state = 'running', attempts = attempts + 1, worker = $3, stream_id = given.stream_id,
                    lease_until = now() + $4::interval, started_at = now(), updated_at = now(), error = NULL
-               WHERE id = $1
-                 AND (state = 'queued'
-                      OR (state = 'retrying' AND run_at <= now() + interval '1 second')
-                      OR (state = 'running' AND lease_until < now() + interval '1 second'))
-               RETURNING kind, payload, attempts, max_attempts, request_id"#,
-            id,
+               FROM (SELECT DISTINCT ON (id) id, stream_id
+                     FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS d(id, stream_id, n)
+                     ORDER BY id, n) AS given
+               WHERE tasks.id = given.id
+                 AND (tasks.state = 'queued'
+                      OR (tasks.state = 'retrying' AND tasks.run_at <= now() + interval '1 second')
+                      OR (tasks.state = 'running' AND tasks.lease_until < now() + interval '1 second'))
+               RETURNING tasks.id, tasks.stream_id, tasks.kind, tasks.payload, tasks.attempts,
+                         tasks.max_attempts, tasks.request_id"#,
+            ids,
+            stream_ids,
             worker,
-            stream_id,
             interval(lease),
         )
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        if let Some(row) = started {
-            let task = StartedTask {
-                id,
-                kind: row.kind,
-                payload: row.payload,
-                attempts: row.attempts,
-                max_attempts: row.max_attempts,
-                request_id: row.request_id,
-            };
-            return Ok(StartOutcome::Started(task));
+        let mut outcomes: Vec<Option<StartOutcome>> = ids.iter().map(|_| None).collect();
+        for row in started {
+            let delivery = ids
+                .iter()
+                .zip(stream_ids)
+                .position(|(id, entry)| *id == row.id && row.stream_id.as_deref() == Some(entry));
+            if let Some(i) = delivery {
+                outcomes[i] = Some(StartOutcome::Started(StartedTask {
+                    id: row.id,
+                    kind: row.kind,
+                    payload: row.payload,
+                    attempts: row.attempts,
+                    max_attempts: row.max_attempts,
+                    request_id: row.request_id,
+                }));
+            }
         }
-        let state = sqlx::query_scalar!(
-            r#"SELECT state AS "state: TaskState" FROM tasks WHERE id = $1"#,
-            id
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match state {
-            None => StartOutcome::Drop("unknown task"),
-            Some(s) if s.is_finished() => StartOutcome::Drop("already finished"),
-            Some(TaskState::Running) => StartOutcome::HeldElsewhere,
-            Some(_) => StartOutcome::Drop("not due yet"),
-        })
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let states: HashMap<Uuid, TaskState> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query!(
+                r#"SELECT id, state AS "state: TaskState" FROM tasks WHERE id = ANY($1)"#,
+                &missing,
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.state))
+            .collect()
+        };
+        Ok(ids
+            .iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| {
+                outcome.unwrap_or_else(|| match states.get(id) {
+                    None => StartOutcome::Drop("unknown task"),
+                    Some(s) if s.is_finished() => StartOutcome::Drop("already finished"),
+                    Some(TaskState::Running) => StartOutcome::HeldElsewhere,
+                    Some(_) => StartOutcome::Drop("not due yet"),
+                })
+            })
+            .collect())
     }
 
     /// Extends the lease of a running task; false when this worker no longer holds it.

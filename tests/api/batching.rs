@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, TestConfig, create_database, eventually, queue_of, redis_connection, spawn_app,
-    spawn_app_with,
+    CLAIM_IDLE, TestApp, TestConfig, create_database, eventually, queue_of, redis_connection,
+    spawn_app, spawn_app_with,
 };
 use crate::outage::app_on_its_own_redis;
 use crate::servers::{self, TestPostgres};
@@ -254,5 +254,35 @@ async fn one_refused_row_does_not_fail_the_rest_of_its_batch() {
         good,
         "only the accepted tasks are queued"
     );
+    app.stop().await;
+}
+/// A task carried by two entries read in one batch (the reconciler resent it) runs once: the second delivery
+/// finds it running, stays pending, and is dropped once it is taken over and the task is found finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_delivered_twice_in_one_read_runs_once() {
+    let app = spawn_app().await;
+    let id = app.enqueue("sleep", json!({"ms": 200})).await;
+    let queue = queue_of(&app.config).await;
+    queue.enqueue(id).await.expect("a second entry");
+    assert_eq!(stream_entries(&app).await.len(), 2);
+
+    let worker = app.spawn_worker().await;
+    let task = app.wait_finished(id, Duration::from_secs(10)).await;
+    assert_eq!(task["state"], "done", "{task}");
+    assert_eq!(task["attempts"], 1, "started twice: {task}");
+    eventually("both entries retired", CLAIM_IDLE * 6, || async {
+        match queue.depth().await {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(format!("{n} entries left")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        app.task(id).await["attempts"],
+        1,
+        "the second entry ran it again"
+    );
+    worker.stop().await;
     app.stop().await;
 }
