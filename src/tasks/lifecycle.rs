@@ -141,7 +141,9 @@ impl<'a> Lifecycle<'a> {
                 for t in &tasks {
                     let request_id = t.request_id.as_deref().unwrap_or("-");
                     if recorded.contains(&t.task_id) {
-                        tracing::info!(task_id = %t.task_id, request_id, "task done");
+                        // At debug: the row says `done`, and the worker's info line for the task is its start (an
+                        // info line per success cost ~13 µs of worker CPU, ~15% of a trivial task's).
+                        tracing::debug!(task_id = %t.task_id, request_id, "task done");
                     } else {
                         tracing::warn!(task_id = %t.task_id, request_id,
                             "lease lost before the outcome was recorded; another worker owns the task");
