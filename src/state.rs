@@ -1,7 +1,7 @@
 //! What every handler can reach.
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
 
@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::csrf::Csrf;
 use crate::http::finished_tasks::FinishedTasks;
 use crate::http::page_snapshot::PageSnapshot;
-use crate::tasks::{EnqueueError, Lifecycle, Queue, TaskRecord, TaskSpec, TaskStore};
+use crate::tasks::{EnqueueBatches, EnqueueError, Queue, TaskRecord, TaskSpec, TaskStore};
 use crate::templates::Templates;
 
 /// Cloned several times per request (extractors, `from_fn_with_state`, per-route services): one `Arc`, so a
@@ -23,6 +23,8 @@ pub struct AppStateInner {
     pub pool: PgPool,
     pub store: TaskStore,
     pub queue: Queue,
+    /// New tasks, written in batches; started on first use, on the runtime that serves (`tasks/enqueue_batch.rs`).
+    enqueues: OnceLock<EnqueueBatches>,
     pub assets: Arc<Assets>,
     pub templates: Templates,
     pub csrf: Csrf,
@@ -49,6 +51,7 @@ impl AppState {
             store: TaskStore::new(pool.clone()),
             pool,
             queue,
+            enqueues: OnceLock::new(),
             assets: Arc::new(Assets::embedded()),
             templates,
             csrf,
@@ -65,7 +68,9 @@ impl AppState {
         request_id: Option<&str>,
     ) -> Result<TaskRecord, EnqueueError> {
         let max_attempts = self.settings.queue.max_attempts;
-        let queued = Lifecycle::new(&self.store, &self.queue)
+        let queued = self
+            .enqueues
+            .get_or_init(|| EnqueueBatches::spawn(self.store.clone(), self.queue.clone()))
             .enqueue(spec, max_attempts, request_id)
             .await;
         self.page_snapshot.invalidate();

@@ -1,6 +1,7 @@
 //! The Celery part: task kinds, their records in PostgreSQL, the Redis queue, the transitions between states, the
 //! worker and its periodic jobs. The contract is in this folder's README.
 
+mod enqueue_batch;
 pub mod kinds;
 pub mod lifecycle;
 pub mod queue;
@@ -9,6 +10,7 @@ pub mod store;
 mod stream_ids;
 pub mod worker;
 
+pub use enqueue_batch::EnqueueBatches;
 pub use kinds::{InvalidTask, TaskSpec};
 pub use lifecycle::{EnqueueError, Lifecycle};
 pub use queue::Queue;

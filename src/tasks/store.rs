@@ -1,8 +1,9 @@
 //! Task records in PostgreSQL: the source of truth for every task's state.
 //!
-//! A worker may only start a task through [`TaskStore::start`], which takes a lease in the same `UPDATE`; that is
+//! A worker may only start a task through [`TaskStore::start_many`], which takes a lease in the same `UPDATE`; that is
 //! what keeps two workers from running one task at the same time, whatever Redis delivers twice.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,8 +40,34 @@ impl TaskStore {
         }
     }
 
-    /// Inserts a queued task. It is committed before the work goes to Redis, so a worker never sees an entry
-    /// whose task it cannot find.
+    /// Inserts queued tasks in one statement and one commit (see `enqueue_batch.rs`), returning their records in
+    /// no particular order. They are committed before the work goes to Redis, so a worker never sees an entry whose
+    /// task it cannot find.
+    pub async fn insert_many(&self, tasks: &[NewTask]) -> Result<Vec<TaskRecord>, sqlx::Error> {
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.spec.kind()).collect();
+        let payloads: Vec<Value> = tasks.iter().map(|t| t.spec.payload()).collect();
+        let max_attempts: Vec<i32> = tasks.iter().map(|t| t.max_attempts).collect();
+        let request_ids: Vec<Option<&str>> =
+            tasks.iter().map(|t| t.request_id.as_deref()).collect();
+        sqlx::query_as!(
+            TaskRecord,
+            r#"INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::text[])
+               RETURNING id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
+                         result, error, request_id, run_at, created_at, updated_at, started_at, finished_at"#,
+            &ids,
+            &kinds as &[&str],
+            &payloads,
+            &max_attempts,
+            &request_ids as &[Option<&str>],
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Inserts one queued task: [`TaskStore::insert_many`] for a single task, used when a batch's statement was
+    /// refused so that one task's bad row fails alone.
     pub async fn insert(&self, task: &NewTask) -> Result<TaskRecord, sqlx::Error> {
         sqlx::query_as!(
             TaskRecord,
@@ -60,13 +87,16 @@ impl TaskStore {
 
     /// Remembers which stream entry carries a new task (unless a worker already recorded it), in the background
     /// and batched with the other tasks queued meanwhile.
-    pub fn note_stream_id(&self, id: Uuid, stream_id: String) {
-        self.stream_ids
-            .get_or_init(|| StreamIdWriter::spawn(TaskStore::new(self.pool.clone())))
-            .record(id, stream_id);
+    pub fn note_stream_ids(&self, ids: &[Uuid], stream_ids: Vec<String>) {
+        let writer = self
+            .stream_ids
+            .get_or_init(|| StreamIdWriter::spawn(TaskStore::new(self.pool.clone())));
+        for (id, stream_id) in ids.iter().zip(stream_ids) {
+            writer.record(*id, stream_id);
+        }
     }
 
-    /// [`TaskStore::note_stream_id`]'s batch: one `UPDATE` for many tasks.
+    /// [`TaskStore::note_stream_ids`]'s batch: one `UPDATE` for many tasks.
     pub async fn set_stream_ids(
         &self,
         ids: &[Uuid],
@@ -84,11 +114,11 @@ impl TaskStore {
         Ok(())
     }
 
-    /// Removes a task that never reached Redis, so a failed enqueue leaves nothing behind.
-    pub async fn delete_unsent(&self, id: Uuid) -> Result<(), sqlx::Error> {
+    /// Removes tasks that never reached Redis, so a failed enqueue leaves nothing behind.
+    pub async fn delete_unsent(&self, ids: &[Uuid]) -> Result<(), sqlx::Error> {
         sqlx::query!(
-            "DELETE FROM tasks WHERE id = $1 AND stream_id IS NULL AND state = 'queued'",
-            id
+            "DELETE FROM tasks WHERE id = ANY($1) AND stream_id IS NULL AND state = 'queued'",
+            ids
         )
         .execute(&self.pool)
         .await?;
@@ -132,54 +162,85 @@ impl TaskStore {
         .await
     }
 
-    /// Takes the lease and counts the attempt (counted at start, so a task that keeps crashing its worker still
-    /// ends `dead`). A task already past its attempts is marked `dead` here.
-    pub async fn start(
+    /// Takes the lease and counts the attempt of each delivered task (`ids[i]` carried by entry `stream_ids[i]`), in
+    /// one `UPDATE`; the outcomes come back in the order given. The attempt is counted at start, so a task that keeps
+    /// crashing its worker still ends `dead`. A task delivered twice in one batch is started once, for the first of
+    /// its entries; the other delivery finds it running.
+    pub async fn start_many(
         &self,
-        id: Uuid,
+        ids: &[Uuid],
+        stream_ids: &[String],
         worker: &str,
-        stream_id: &str,
         lease: Duration,
-    ) -> Result<StartOutcome, sqlx::Error> {
+    ) -> Result<Vec<StartOutcome>, sqlx::Error> {
         let started = sqlx::query!(
             r#"UPDATE tasks
-               SET state = 'running', attempts = attempts + 1, worker = $2, stream_id = $3,
+               SET state = 'running', attempts = attempts + 1, worker = $3, stream_id = given.stream_id,
                    lease_until = now() + $4::interval, started_at = now(), updated_at = now(), error = NULL
-               WHERE id = $1
-                 AND (state = 'queued'
-                      OR (state = 'retrying' AND run_at <= now() + interval '1 second')
-                      OR (state = 'running' AND lease_until < now() + interval '1 second'))
-               RETURNING kind, payload, attempts, max_attempts, request_id"#,
-            id,
+               FROM (SELECT DISTINCT ON (id) id, stream_id
+                     FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS d(id, stream_id, n)
+                     ORDER BY id, n) AS given
+               WHERE tasks.id = given.id
+                 AND (tasks.state = 'queued'
+                      OR (tasks.state = 'retrying' AND tasks.run_at <= now() + interval '1 second')
+                      OR (tasks.state = 'running' AND tasks.lease_until < now() + interval '1 second'))
+               RETURNING tasks.id, tasks.stream_id, tasks.kind, tasks.payload, tasks.attempts,
+                         tasks.max_attempts, tasks.request_id"#,
+            ids,
+            stream_ids,
             worker,
-            stream_id,
             interval(lease),
         )
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        if let Some(row) = started {
-            let task = StartedTask {
-                id,
-                kind: row.kind,
-                payload: row.payload,
-                attempts: row.attempts,
-                max_attempts: row.max_attempts,
-                request_id: row.request_id,
-            };
-            return Ok(StartOutcome::Started(task));
+        let mut outcomes: Vec<Option<StartOutcome>> = ids.iter().map(|_| None).collect();
+        for row in started {
+            let delivery = ids
+                .iter()
+                .zip(stream_ids)
+                .position(|(id, entry)| *id == row.id && row.stream_id.as_deref() == Some(entry));
+            if let Some(i) = delivery {
+                outcomes[i] = Some(StartOutcome::Started(StartedTask {
+                    id: row.id,
+                    kind: row.kind,
+                    payload: row.payload,
+                    attempts: row.attempts,
+                    max_attempts: row.max_attempts,
+                    request_id: row.request_id,
+                }));
+            }
         }
-        let state = sqlx::query_scalar!(
-            r#"SELECT state AS "state: TaskState" FROM tasks WHERE id = $1"#,
-            id
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match state {
-            None => StartOutcome::Drop("unknown task"),
-            Some(s) if s.is_finished() => StartOutcome::Drop("already finished"),
-            Some(TaskState::Running) => StartOutcome::HeldElsewhere,
-            Some(_) => StartOutcome::Drop("not due yet"),
-        })
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let states: HashMap<Uuid, TaskState> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query!(
+                r#"SELECT id, state AS "state: TaskState" FROM tasks WHERE id = ANY($1)"#,
+                &missing,
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.state))
+            .collect()
+        };
+        Ok(ids
+            .iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| {
+                outcome.unwrap_or_else(|| match states.get(id) {
+                    None => StartOutcome::Drop("unknown task"),
+                    Some(s) if s.is_finished() => StartOutcome::Drop("already finished"),
+                    Some(TaskState::Running) => StartOutcome::HeldElsewhere,
+                    Some(_) => StartOutcome::Drop("not due yet"),
+                })
+            })
+            .collect())
     }
 
     /// Extends the lease of a running task; false when this worker no longer holds it.

@@ -5,6 +5,7 @@ mod helpers;
 mod servers;
 
 mod access_log;
+mod batching;
 mod compression;
 mod health;
 mod page;

@@ -157,6 +157,27 @@ impl Queue {
         }
     }
 
+    /// Appends many tasks to the stream in one round trip (`MULTI` … `EXEC`: all of them or none); returns their
+    /// entry ids in the order given. Sent twice when the connection is found broken, as [`Queue::enqueue`].
+    pub async fn enqueue_many(&self, task_ids: &[Uuid]) -> RedisResult<Vec<String>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in task_ids {
+            pipe.xadd(&self.keys.stream, "*", &[("task", id.to_string())]);
+        }
+        let first = pipe.query_async(&mut self.conn.clone()).await;
+        match first {
+            Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                tracing::debug!(error = %err, "redis connection broken; XADDs sent again");
+                pipe.query_async(&mut self.conn.clone()).await
+            }
+            other => other,
+        }
+    }
+
     /// Last worker heartbeat and queue depth (see [`Queue::depth`]) in one round trip (the status page).
     pub async fn status(&self) -> RedisResult<(Option<i64>, u64)> {
         let mut conn = self.conn.clone();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::shared::WorkerCore;
 use crate::tasks::kinds::TaskSpec;
@@ -64,9 +65,9 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
             }
         };
 
-        for delivery in deliveries {
-            if *stop.borrow() {
-                // Received while stopping: give it straight back rather than start it.
+        if *stop.borrow() {
+            // Received while stopping: give them straight back rather than start them.
+            for delivery in deliveries {
                 if let Err(err) = core
                     .queue
                     .hand_back(delivery.task_id, &delivery.entry_id)
@@ -74,15 +75,27 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
                 {
                     tracing::warn!(error = %err, "could not hand back a delivery; it will be reclaimed");
                 }
-                continue;
             }
+            continue;
+        }
+        // At most `free` deliveries were read and only this loop takes slots, so none of these waits.
+        let mut permits = Vec::with_capacity(deliveries.len());
+        for _ in &deliveries {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
+            permits.push(permit);
+        }
+        let deliveries: Vec<Delivery> = deliveries.into_iter().take(permits.len()).collect();
+        for delivery in &deliveries {
             core.hold(&delivery.entry_id, delivery.task_id);
+        }
+        for ((delivery, task), permit) in
+            start_all(&core, &deliveries).await.into_iter().zip(permits)
+        {
             let core = core.clone();
             running.spawn(async move {
-                handle(&core, &delivery).await;
+                run_started(&core, task, &delivery.entry_id).await;
                 core.release(&delivery.entry_id);
                 drop(permit);
             });
@@ -141,34 +154,52 @@ impl Reader {
     }
 }
 
-/// One delivery: start it (taking the lease), or drop it, or leave it to the worker that holds it.
-async fn handle(core: &WorkerCore, delivery: &Delivery) {
-    let outcome = core
+/// Starts a batch of deliveries in one `UPDATE` (each taking its lease) and returns those started, with their
+/// deliveries. The others are dropped (finished, unknown, not due), or left to the worker that holds them, or left
+/// pending when PostgreSQL is unavailable; either way they are no longer held here.
+async fn start_all(core: &WorkerCore, deliveries: &[Delivery]) -> Vec<(Delivery, StartedTask)> {
+    let (ids, entries): (Vec<Uuid>, Vec<String>) = deliveries
+        .iter()
+        .map(|d| (d.task_id, d.entry_id.clone()))
+        .unzip();
+    let outcomes = match core
         .store
-        .start(
-            delivery.task_id,
-            &core.consumer,
-            &delivery.entry_id,
-            core.settings.claim_idle,
-        )
-        .await;
-    match outcome {
-        Ok(StartOutcome::Started(task)) => run_started(core, task, &delivery.entry_id).await,
-        Ok(StartOutcome::Drop(reason)) => {
-            tracing::debug!(task_id = %delivery.task_id, reason, "dropping a delivery");
-            if let Err(err) = core.queue.ack(&delivery.entry_id).await {
-                tracing::warn!(error = %err, "could not acknowledge a dropped delivery");
+        .start_many(&ids, &entries, &core.consumer, core.settings.claim_idle)
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(err) => {
+            tracing::warn!(deliveries = deliveries.len(), error = %err,
+                "database unavailable; the deliveries stay pending and will be retried");
+            for delivery in deliveries {
+                core.release(&delivery.entry_id);
+            }
+            return Vec::new();
+        }
+    };
+    let mut started = Vec::with_capacity(deliveries.len());
+    let mut dropped = Vec::new();
+    for (delivery, outcome) in deliveries.iter().zip(outcomes) {
+        match outcome {
+            StartOutcome::Started(task) => {
+                started.push((delivery.clone(), task));
+                continue;
+            }
+            StartOutcome::Drop(reason) => {
+                tracing::debug!(task_id = %delivery.task_id, reason, "dropping a delivery");
+                dropped.push(delivery.entry_id.as_str());
+            }
+            StartOutcome::HeldElsewhere => {
+                // Left pending: if the holder dies, its lease ends and the entry is taken over again.
+                tracing::debug!(task_id = %delivery.task_id, "task is running on another worker");
             }
         }
-        Ok(StartOutcome::HeldElsewhere) => {
-            // Left pending: if the holder dies, its lease ends and the entry is taken over again.
-            tracing::debug!(task_id = %delivery.task_id, "task is running on another worker");
-        }
-        Err(err) => {
-            tracing::warn!(task_id = %delivery.task_id, error = %err,
-                "database unavailable; the delivery stays pending and will be retried");
-        }
+        core.release(&delivery.entry_id);
     }
+    if let Err(err) = core.queue.ack_many(&dropped).await {
+        tracing::warn!(error = %err, "could not acknowledge dropped deliveries");
+    }
+    started
 }
 
 async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str) {
