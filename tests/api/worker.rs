@@ -176,3 +176,39 @@ async fn tasks_enqueued_before_any_worker_existed_are_delivered() {
     }
     worker.stop().await;
 }
+
+/// `WORKER_CONCURRENCY` tasks run at once, no more: the slot is given back when an attempt ends (its outcome is
+/// recorded after, in a batch), so the next task may start then, but never while `WORKER_CONCURRENCY` still run.
+#[tokio::test]
+async fn no_more_than_worker_concurrency_tasks_run_at_once() {
+    const SLEEP_MS: i64 = 300;
+    let app = spawn_app_with(TestConfig::new().await.set("WORKER_CONCURRENCY", "2")).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(app.enqueue("sleep", json!({"ms": SLEEP_MS})).await);
+    }
+    let worker = spawn_worker(&app.config).await;
+    for id in &ids {
+        let task = app.wait_finished(*id, Duration::from_secs(20)).await;
+        assert_eq!(task["state"], "done", "{task}");
+    }
+    worker.stop().await;
+    // Each attempt ran from its start for SLEEP_MS: count how many of those spans overlap at each start.
+    let starts: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM started_at)::float8 * 1000 FROM tasks ORDER BY started_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let at_once = starts
+        .iter()
+        .map(|&t| {
+            starts
+                .iter()
+                .filter(|&&s| s <= t && t < s + SLEEP_MS as f64)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(at_once, 2, "tasks running at once, starts (ms): {starts:?}");
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -26,25 +26,73 @@ pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
-/// Takes deliveries while there is capacity; returns the set of running tasks when told to stop.
+/// Outcomes waiting to be recorded, at most: past this the intake waits for the recorder (PostgreSQL is slow)
+/// instead of running ever more tasks ahead of it. Also the size of a batch of successes (`done_batch.rs`).
+const MAX_UNRECORDED: usize = 256;
+
+/// What one delivery may take: a slot (one of `WORKER_CONCURRENCY`, held while the task runs) and room for its
+/// outcome (held until the outcome is recorded). The slot is given back as soon as the attempt ends, so the next
+/// task runs while the previous outcome is being written, in a batch with others.
+struct Room {
+    slot: OwnedSemaphorePermit,
+    unrecorded: OwnedSemaphorePermit,
+}
+
+struct Capacity {
+    slots: Arc<Semaphore>,
+    unrecorded: Arc<Semaphore>,
+}
+
+impl Capacity {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            unrecorded: Arc::new(Semaphore::new(MAX_UNRECORDED)),
+        }
+    }
+
+    /// Waits for room for one delivery.
+    async fn one(&self) -> Option<Room> {
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        let unrecorded = self.unrecorded.clone().acquire_owned().await.ok()?;
+        Some(Room { slot, unrecorded })
+    }
+
+    /// Room for more deliveries that is there now, up to `most`.
+    fn more(&self, most: usize) -> Vec<Room> {
+        let mut rooms = Vec::new();
+        while rooms.len() < most {
+            let (Ok(slot), Ok(unrecorded)) = (
+                self.slots.clone().try_acquire_owned(),
+                self.unrecorded.clone().try_acquire_owned(),
+            ) else {
+                break;
+            };
+            rooms.push(Room { slot, unrecorded });
+        }
+        rooms
+    }
+}
+
+/// Takes deliveries while there is room; returns the set of tasks still running or being recorded when told to
+/// stop.
 pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
-    let slots = Arc::new(Semaphore::new(core.settings.concurrency));
+    let capacity = Capacity::new(core.settings.concurrency);
     let mut running = JoinSet::new();
     let mut reader = Reader::new();
     let mut backoff = Duration::from_millis(100);
 
     while !*stop.borrow() {
         while running.try_join_next().is_some() {}
-        let free = slots.available_permits();
-        if free == 0 {
-            tokio::select! {
-                _ = running.join_next() => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
+        let first = tokio::select! {
+            room = capacity.one() => room,
+            _ = stop.changed() => continue,
+        };
+        let Some(first) = first else { break };
+        let mut rooms = vec![first];
+        rooms.extend(capacity.more(core.settings.concurrency));
 
-        let deliveries = match reader.fetch(&core, free).await {
+        let deliveries = match reader.fetch(&core, rooms.len()).await {
             Ok(deliveries) => {
                 backoff = Duration::from_millis(100);
                 deliveries
@@ -78,26 +126,16 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
             }
             continue;
         }
-        // At most `free` deliveries were read and only this loop takes slots, so none of these waits.
-        let mut permits = Vec::with_capacity(deliveries.len());
-        for _ in &deliveries {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            permits.push(permit);
-        }
-        let deliveries: Vec<Delivery> = deliveries.into_iter().take(permits.len()).collect();
+        // At most `rooms.len()` deliveries were read: each has its room.
         for delivery in &deliveries {
             core.hold(&delivery.entry_id, delivery.task_id);
         }
-        for ((delivery, task), permit) in
-            start_all(&core, &deliveries).await.into_iter().zip(permits)
-        {
+        for ((delivery, task), room) in start_all(&core, &deliveries).await.into_iter().zip(rooms) {
             let core = core.clone();
             running.spawn(async move {
-                run_started(&core, task, &delivery.entry_id).await;
+                run_started(&core, task, &delivery.entry_id, room.slot).await;
                 core.release(&delivery.entry_id);
-                drop(permit);
+                drop(room.unrecorded);
             });
         }
     }
@@ -202,7 +240,13 @@ async fn start_all(core: &WorkerCore, deliveries: &[Delivery]) -> Vec<(Delivery,
     started
 }
 
-async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str) {
+/// Runs a started task in its slot, gives the slot back, then records the outcome.
+async fn run_started(
+    core: &WorkerCore,
+    task: StartedTask,
+    entry_id: &str,
+    slot: OwnedSemaphorePermit,
+) {
     let span = tracing::info_span!(
         "task",
         task_id = %task.id,
@@ -229,6 +273,7 @@ async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str) {
             },
             Err(error) => Outcome::Dead { error },
         };
+        drop(slot);
         let label = outcome.label();
         match outcome {
             Outcome::Done(value) => core.done_batches().done(&task, entry_id, value).await,
