@@ -1,8 +1,9 @@
 //! The PostgreSQL pool and the embedded migrations.
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::config::Settings;
 
@@ -30,6 +31,39 @@ fn lazy_pool(settings: &Settings, options: PgConnectOptions) -> PgPool {
         .max_connections(settings.database.pool_size)
         .acquire_timeout(settings.database.acquire_timeout)
         .connect_lazy_with(options)
+}
+
+/// A pooled connection kept by a loop that runs one query after another (the worker's intake and the recorder of
+/// its successes). sqlx checks a connection with a round trip whenever it is taken from the pool and again whenever
+/// it is given back: for such a loop, two of every three round trips were those checks. A kept connection is not
+/// checked; when a query on it fails (a PostgreSQL restart broke it, say), it is given back (where the check closes
+/// it if it is broken) and the query is tried once more on a connection taken, and checked, afresh.
+pub struct KeptConnection {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl KeptConnection {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None }
+    }
+
+    /// The kept connection, taken from the pool (and checked) when there is none; `true` when it was just taken.
+    /// A query that fails on a connection that was not just taken is worth trying once more, after [`Self::failed`].
+    pub async fn get(&mut self) -> Result<(&mut PgConnection, bool), sqlx::Error> {
+        let fresh = self.conn.is_none();
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            none => none.insert(self.pool.acquire().await?),
+        };
+        Ok((&mut **conn, fresh))
+    }
+
+    /// After a failed query: the connection goes back to the pool (closed there if broken); the next `get` takes
+    /// another.
+    pub fn failed(&mut self) {
+        self.conn = None;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::queue::{Queue, now_ms};
 use super::records::{NewTask, StaleTask, StartedTask, TaskRecord};
 use super::store::TaskStore;
+use crate::db::KeptConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -51,6 +52,13 @@ impl Outcome {
             Self::Dead { .. } => "dead",
         }
     }
+}
+
+/// A failed attempt, as [`Lifecycle::finish`] records it (successes go through [`Lifecycle::finish_done`]).
+#[derive(Debug)]
+pub enum Failure {
+    Retry { error: String, delay: Duration },
+    Dead { error: String },
 }
 
 /// A task whose attempt succeeded, waiting for its batch (`worker/done_batch.rs`).
@@ -132,11 +140,16 @@ impl<'a> Lifecycle<'a> {
         }
     }
 
-    /// Records a batch of successful attempts in one `UPDATE`, then retires their entries in one round trip.
-    pub async fn finish_done(&self, worker: &str, tasks: Vec<DoneTask>) {
+    /// Records a batch of successful attempts in one `UPDATE` on `kept`, then retires their entries in one round
+    /// trip.
+    pub async fn finish_done(&self, kept: &mut KeptConnection, worker: &str, tasks: Vec<DoneTask>) {
         let (ids, results): (Vec<Uuid>, Vec<Value>) =
             tasks.iter().map(|t| (t.task_id, t.result.clone())).unzip();
-        match self.store.mark_done_many(&ids, worker, &results).await {
+        match self
+            .store
+            .mark_done_many(kept, &ids, worker, &results)
+            .await
+        {
             Ok(recorded) => {
                 for t in &tasks {
                     let request_id = t.request_id.as_deref().unwrap_or("-");
@@ -161,19 +174,9 @@ impl<'a> Lifecycle<'a> {
 
     /// Records a failed attempt, then retires its entry: scheduled again when retried, moved to the dead list when
     /// dead. (Successes go through [`Lifecycle::finish_done`], in batches.)
-    pub async fn finish(&self, worker: &str, task: &StartedTask, entry_id: &str, outcome: Outcome) {
-        let (recorded, retired) = match outcome {
-            Outcome::Done(value) => {
-                let done = DoneTask {
-                    task_id: task.id,
-                    entry_id: entry_id.to_owned(),
-                    result: value,
-                    request_id: task.request_id.clone(),
-                };
-                self.finish_done(worker, vec![done]).await;
-                return;
-            }
-            Outcome::Retry { error, delay } => {
+    pub async fn finish(&self, worker: &str, task: &StartedTask, entry_id: &str, failure: Failure) {
+        let (recorded, retired) = match failure {
+            Failure::Retry { error, delay } => {
                 let recorded = self
                     .store
                     .mark_failed(task.id, worker, &error, Some(delay))
@@ -183,7 +186,7 @@ impl<'a> Lifecycle<'a> {
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "task failed; will retry");
                 (recorded, retired)
             }
-            Outcome::Dead { error } => {
+            Failure::Dead { error } => {
                 let recorded = self.store.mark_failed(task.id, worker, &error, None).await;
                 let retired = self.queue.bury(task.id, entry_id).await;
                 tracing::error!(%error, attempts = task.attempts, "task dead");

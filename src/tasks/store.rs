@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
+
+use crate::db::KeptConnection;
 use sqlx::postgres::types::PgInterval;
 use uuid::Uuid;
 
@@ -168,13 +170,16 @@ impl TaskStore {
     /// its entries; the other delivery finds it running.
     pub async fn start_many(
         &self,
+        kept: &mut KeptConnection,
         ids: &[Uuid],
         stream_ids: &[String],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<StartOutcome>, sqlx::Error> {
-        let started = sqlx::query!(
-            r#"UPDATE tasks
+        let started = loop {
+            let (conn, fresh) = kept.get().await?;
+            let started = sqlx::query!(
+                    r#"UPDATE tasks
                SET state = 'running', attempts = attempts + 1, worker = $3, stream_id = given.stream_id,
                    lease_until = now() + $4::interval, started_at = now(), updated_at = now(), error = NULL
                FROM (SELECT DISTINCT ON (id) id, stream_id
@@ -186,13 +191,24 @@ impl TaskStore {
                       OR (tasks.state = 'running' AND tasks.lease_until < now() + interval '1 second'))
                RETURNING tasks.id, tasks.stream_id, tasks.kind, tasks.payload, tasks.attempts,
                          tasks.max_attempts, tasks.request_id"#,
-            ids,
-            stream_ids,
-            worker,
-            interval(lease),
-        )
-        .fetch_all(&self.pool)
-        .await?;
+                    ids,
+                    stream_ids,
+                    worker,
+                    interval(lease),
+                )
+            .fetch_all(conn)
+            .await;
+            match started {
+                Ok(rows) => break rows,
+                Err(err) => {
+                    kept.failed();
+                    if fresh {
+                        return Err(err);
+                    }
+                }
+            }
+        };
+
         let mut outcomes: Vec<Option<StartOutcome>> = ids.iter().map(|_| None).collect();
         for row in started {
             let delivery = ids
@@ -265,22 +281,40 @@ impl TaskStore {
     /// Marks tasks done with their results, those this worker still holds; returns the ids it updated.
     pub async fn mark_done_many(
         &self,
+        kept: &mut KeptConnection,
         ids: &[Uuid],
         worker: &str,
         results: &[Value],
     ) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar!(
-            "UPDATE tasks SET state = 'done', result = given.result, error = NULL, lease_until = NULL,
+        loop {
+            let (conn, fresh) = kept.get().await?;
+            let done = sqlx::query_scalar!(
+                "UPDATE tasks SET state = 'done', result = given.result, error = NULL, lease_until = NULL,
                               finished_at = now(), updated_at = now()
              FROM unnest($1::uuid[], $3::jsonb[]) AS given(id, result)
              WHERE tasks.id = given.id AND tasks.worker = $2 AND tasks.state = 'running'
              RETURNING tasks.id",
-            ids,
-            worker,
-            results,
-        )
-        .fetch_all(&self.pool)
-        .await
+                ids,
+                worker,
+                results,
+            )
+            .fetch_all(conn)
+            .await;
+            match done {
+                Ok(ids) => return Ok(ids),
+                Err(err) => {
+                    kept.failed();
+                    if fresh {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A connection of this store's pool, for a loop that queries back to back.
+    pub fn keep_connection(&self) -> KeptConnection {
+        KeptConnection::new(self.pool.clone())
     }
 
     /// Records a failed attempt: `retrying` due after `retry_in`, or `dead` when `retry_in` is `None`.

@@ -13,6 +13,7 @@ mod tasks_api;
 mod worker;
 
 mod outage;
+mod pg_restart;
 mod redis_restart;
 
 mod backup;

@@ -57,13 +57,14 @@ async fn write_batches(
     mut received: mpsc::UnboundedReceiver<Finished>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut kept = store.keep_connection();
     while received.recv_many(&mut batch, BATCH).await > 0 {
         let (tasks, waiting): (Vec<DoneTask>, Vec<oneshot::Sender<()>>) = batch
             .drain(..)
             .map(|f: Finished| (f.task, f.recorded))
             .unzip();
         Lifecycle::new(&store, &queue)
-            .finish_done(&worker, tasks)
+            .finish_done(&mut kept, &worker, tasks)
             .await;
         for w in waiting {
             let _ = w.send(());

@@ -10,8 +10,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::shared::WorkerCore;
+use crate::db::KeptConnection;
 use crate::tasks::kinds::TaskSpec;
-use crate::tasks::lifecycle::Outcome;
+use crate::tasks::lifecycle::{Failure, Outcome};
 use crate::tasks::queue::{Delivery, is_nogroup};
 use crate::tasks::records::{StartOutcome, StartedTask};
 
@@ -80,6 +81,7 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
     let capacity = Capacity::new(core.settings.concurrency);
     let mut running = JoinSet::new();
     let mut reader = Reader::new();
+    let mut kept = core.store.keep_connection();
     let mut backoff = Duration::from_millis(100);
 
     while !*stop.borrow() {
@@ -130,7 +132,11 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
         for delivery in &deliveries {
             core.hold(&delivery.entry_id, delivery.task_id);
         }
-        for ((delivery, task), room) in start_all(&core, &deliveries).await.into_iter().zip(rooms) {
+        for ((delivery, task), room) in start_all(&core, &mut kept, &deliveries)
+            .await
+            .into_iter()
+            .zip(rooms)
+        {
             let core = core.clone();
             running.spawn(async move {
                 run_started(&core, task, &delivery.entry_id, room.slot).await;
@@ -195,14 +201,24 @@ impl Reader {
 /// Starts a batch of deliveries in one `UPDATE` (each taking its lease) and returns those started, with their
 /// deliveries. The others are dropped (finished, unknown, not due), or left to the worker that holds them, or left
 /// pending when PostgreSQL is unavailable; either way they are no longer held here.
-async fn start_all(core: &WorkerCore, deliveries: &[Delivery]) -> Vec<(Delivery, StartedTask)> {
+async fn start_all(
+    core: &WorkerCore,
+    kept: &mut KeptConnection,
+    deliveries: &[Delivery],
+) -> Vec<(Delivery, StartedTask)> {
     let (ids, entries): (Vec<Uuid>, Vec<String>) = deliveries
         .iter()
         .map(|d| (d.task_id, d.entry_id.clone()))
         .unzip();
     let outcomes = match core
         .store
-        .start_many(&ids, &entries, &core.consumer, core.settings.claim_idle)
+        .start_many(
+            kept,
+            &ids,
+            &entries,
+            &core.consumer,
+            core.settings.claim_idle,
+        )
         .await
     {
         Ok(outcomes) => outcomes,
@@ -277,9 +293,16 @@ async fn run_started(
         let label = outcome.label();
         match outcome {
             Outcome::Done(value) => core.done_batches().done(&task, entry_id, value).await,
-            failed => {
+            Outcome::Retry { error, delay } => {
+                let failure = Failure::Retry { error, delay };
                 core.lifecycle()
-                    .finish(&core.consumer, &task, entry_id, failed)
+                    .finish(&core.consumer, &task, entry_id, failure)
+                    .await
+            }
+            Outcome::Dead { error } => {
+                let failure = Failure::Dead { error };
+                core.lifecycle()
+                    .finish(&core.consumer, &task, entry_id, failure)
                     .await
             }
         }

@@ -1,0 +1,43 @@
+//! The worker across a PostgreSQL restart: its intake and the recorder of its successes each keep a connection
+//! (`db::KeptConnection`); the restart breaks both, the first query on each fails, and the next takes a new
+//! connection. Tasks queued after the restart run at once, not after a takeover (`TASK_CLAIM_IDLE_MS`).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{TestConfig, create_database, eventually, spawn_app_with, spawn_worker};
+use crate::servers::{self, TestPostgres};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_keeps_running_tasks_after_a_postgres_restart() {
+    let mut pg = TestPostgres::start();
+    let database = create_database(&pg.admin_url(), true).await;
+    let config = TestConfig::with_servers(database, servers::shared().redis_url.clone())
+        .set("TASK_CLAIM_IDLE_MS", "60000");
+    let app = spawn_app_with(config).await;
+    let worker = spawn_worker(&app.config).await;
+    let before = app.enqueue("wordcount", json!({"text": "before"})).await;
+    app.wait_finished(before, Duration::from_secs(10)).await;
+
+    pg.stop();
+    pg.resume();
+    // The app's enqueue may meet a broken connection too: post until one is accepted.
+    let (after, _) = eventually(
+        "a task accepted after the restart",
+        Duration::from_secs(10),
+        || async {
+            let response = app.post_task("wordcount", json!({"text": "after"})).await;
+            match response.status().as_u16() {
+                202 => Ok(response.json::<serde_json::Value>().await.unwrap()),
+                status => Err(status),
+            }
+        },
+    )
+    .await;
+    let id = after["id"].as_str().unwrap().parse().unwrap();
+    let task = app.wait_finished(id, Duration::from_secs(10)).await;
+    assert_eq!(task["state"], "done", "{task}");
+    assert_eq!(task["attempts"], 1, "{task}");
+    worker.stop().await;
+}
