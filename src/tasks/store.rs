@@ -104,10 +104,14 @@ impl TaskStore {
         ids: &[Uuid],
         stream_ids: &[String],
     ) -> Result<(), sqlx::Error> {
+        // Rows a worker has locked are skipped: it is starting them (which records their entry) or finishing them
+        // (started, so recorded). Waiting for those locks, while the worker waited for this batch's, deadlocked.
         sqlx::query!(
             "UPDATE tasks SET stream_id = given.stream_id
              FROM unnest($1::uuid[], $2::text[]) AS given(id, stream_id)
-             WHERE tasks.id = given.id AND tasks.stream_id IS NULL",
+             WHERE tasks.id = given.id
+               AND tasks.id IN (SELECT id FROM tasks WHERE id = ANY($1) AND stream_id IS NULL
+                                FOR UPDATE SKIP LOCKED)",
             ids,
             stream_ids,
         )

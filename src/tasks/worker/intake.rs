@@ -176,7 +176,9 @@ impl Reader {
                     free,
                 )
                 .await?;
-            if cursor == "0-0" {
+            // One step of the scan per interval while it finds nothing. Scanning on until the cursor wrapped cost
+            // a round trip on every read under load: new deliveries kept the pending list growing ahead of it.
+            if claimed.is_empty() {
                 self.next_claim_scan = Instant::now() + core.settings.claim_idle / 4;
             }
             self.claim_cursor = cursor;
