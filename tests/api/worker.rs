@@ -177,15 +177,16 @@ async fn tasks_enqueued_before_any_worker_existed_are_delivered() {
     worker.stop().await;
 }
 
-/// `WORKER_CONCURRENCY` tasks run at once, no more: the slot is given back when an attempt ends (its outcome is
-/// recorded after, in a batch), so the next task may start then, but never while `WORKER_CONCURRENCY` still run.
+/// `WORKER_CONCURRENCY` tasks run at once, no more: a worker reads and starts up to twice as many (their leases
+/// taken, like Celery's prefetch), but each runs only in a free slot; the slot is given back when the attempt ends
+/// (the outcome is recorded after, in a batch).
 #[tokio::test]
 async fn no_more_than_worker_concurrency_tasks_run_at_once() {
-    const SLEEP_MS: i64 = 300;
+    const SLEEP_MS: f64 = 300.0;
     let app = spawn_app_with(TestConfig::new().await.set("WORKER_CONCURRENCY", "2")).await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        ids.push(app.enqueue("sleep", json!({"ms": SLEEP_MS})).await);
+        ids.push(app.enqueue("sleep", json!({"ms": SLEEP_MS as u64})).await);
     }
     let worker = spawn_worker(&app.config).await;
     for id in &ids {
@@ -193,22 +194,30 @@ async fn no_more_than_worker_concurrency_tasks_run_at_once() {
         assert_eq!(task["state"], "done", "{task}");
     }
     worker.stop().await;
-    // Each attempt ran from its start for SLEEP_MS: count how many of those spans overlap at each start.
-    let starts: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM started_at)::float8 * 1000 FROM tasks ORDER BY started_at",
+    // started_at is when the lease was taken, not when the task began to run; finished_at is when its outcome was
+    // recorded, a little after it stopped. So each run is taken as the first half of the SLEEP_MS before
+    // finished_at (recording may lag by up to half of it), and those spans are counted where they overlap.
+    let ends: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM finished_at)::float8 * 1000 FROM tasks ORDER BY finished_at",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    let at_once = starts
+    let runs: Vec<(f64, f64)> = ends
         .iter()
-        .map(|&t| {
-            starts
-                .iter()
-                .filter(|&&s| s <= t && t < s + SLEEP_MS as f64)
+        .map(|end| (end - SLEEP_MS, end - SLEEP_MS / 2.0))
+        .collect();
+    let at_once = runs
+        .iter()
+        .map(|&(start, _)| {
+            runs.iter()
+                .filter(|&&(s, e)| s <= start && start < e)
                 .count()
         })
         .max()
         .unwrap_or(0);
-    assert_eq!(at_once, 2, "tasks running at once, starts (ms): {starts:?}");
+    assert_eq!(
+        at_once, 2,
+        "tasks running at once; their ends (ms): {ends:?}"
+    );
 }

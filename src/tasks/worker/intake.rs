@@ -31,15 +31,23 @@ pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
 /// instead of running ever more tasks ahead of it. Also the size of a batch of successes (`done_batch.rs`).
 const MAX_UNRECORDED: usize = 256;
 
-/// What one delivery may take: a slot (one of `WORKER_CONCURRENCY`, held while the task runs) and room for its
-/// outcome (held until the outcome is recorded). The slot is given back as soon as the attempt ends, so the next
-/// task runs while the previous outcome is being written, in a batch with others.
+/// What one delivery takes when it is read: a reservation (at most twice `WORKER_CONCURRENCY` tasks are read and
+/// started but not yet run to the end, so reads and starts go in batches of about `WORKER_CONCURRENCY` even while
+/// every slot is busy, like Celery's prefetch) and room for its outcome (held until the outcome is recorded).
 struct Room {
-    slot: OwnedSemaphorePermit,
+    reserved: OwnedSemaphorePermit,
     unrecorded: OwnedSemaphorePermit,
 }
 
+/// What a task holds while it runs: one of the `WORKER_CONCURRENCY` slots, and its reservation. Both are given
+/// back as soon as the attempt ends, so the next task runs while the outcome is being written, in a batch.
+pub struct Slot {
+    _running: OwnedSemaphorePermit,
+    _reserved: OwnedSemaphorePermit,
+}
+
 struct Capacity {
+    reserved: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     unrecorded: Arc<Semaphore>,
 }
@@ -47,6 +55,7 @@ struct Capacity {
 impl Capacity {
     fn new(concurrency: usize) -> Self {
         Self {
+            reserved: Arc::new(Semaphore::new(2 * concurrency)),
             slots: Arc::new(Semaphore::new(concurrency)),
             unrecorded: Arc::new(Semaphore::new(MAX_UNRECORDED)),
         }
@@ -54,31 +63,46 @@ impl Capacity {
 
     /// Waits for room for one delivery.
     async fn one(&self) -> Option<Room> {
-        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        let reserved = self.reserved.clone().acquire_owned().await.ok()?;
         let unrecorded = self.unrecorded.clone().acquire_owned().await.ok()?;
-        Some(Room { slot, unrecorded })
+        Some(Room {
+            reserved,
+            unrecorded,
+        })
     }
 
     /// Room for more deliveries that is there now, up to `most`.
     fn more(&self, most: usize) -> Vec<Room> {
         let mut rooms = Vec::new();
         while rooms.len() < most {
-            let (Ok(slot), Ok(unrecorded)) = (
-                self.slots.clone().try_acquire_owned(),
+            let (Ok(reserved), Ok(unrecorded)) = (
+                self.reserved.clone().try_acquire_owned(),
                 self.unrecorded.clone().try_acquire_owned(),
             ) else {
                 break;
             };
-            rooms.push(Room { slot, unrecorded });
+            rooms.push(Room {
+                reserved,
+                unrecorded,
+            });
         }
         rooms
+    }
+
+    /// Waits for a slot to run a started task in.
+    async fn slot(&self, reserved: OwnedSemaphorePermit) -> Option<Slot> {
+        let running = self.slots.clone().acquire_owned().await.ok()?;
+        Some(Slot {
+            _running: running,
+            _reserved: reserved,
+        })
     }
 }
 
 /// Takes deliveries while there is room; returns the set of tasks still running or being recorded when told to
 /// stop.
 pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
-    let capacity = Capacity::new(core.settings.concurrency);
+    let capacity = Arc::new(Capacity::new(core.settings.concurrency));
     let mut running = JoinSet::new();
     let mut reader = Reader::new();
     let mut kept = core.store.keep_connection();
@@ -92,7 +116,7 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
         };
         let Some(first) = first else { break };
         let mut rooms = vec![first];
-        rooms.extend(capacity.more(core.settings.concurrency));
+        rooms.extend(capacity.more(2 * core.settings.concurrency));
 
         let deliveries = match reader.fetch(&core, rooms.len()).await {
             Ok(deliveries) => {
@@ -137,9 +161,12 @@ pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>)
             .into_iter()
             .zip(rooms)
         {
-            let core = core.clone();
+            let (core, capacity) = (core.clone(), capacity.clone());
             running.spawn(async move {
-                run_started(&core, task, &delivery.entry_id, room.slot).await;
+                // Started (the lease is held and kept alive) but not run until a slot is free.
+                if let Some(slot) = capacity.slot(room.reserved).await {
+                    run_started(&core, task, &delivery.entry_id, slot).await;
+                }
                 core.release(&delivery.entry_id);
                 drop(room.unrecorded);
             });
@@ -259,12 +286,7 @@ async fn start_all(
 }
 
 /// Runs a started task in its slot, gives the slot back, then records the outcome.
-async fn run_started(
-    core: &WorkerCore,
-    task: StartedTask,
-    entry_id: &str,
-    slot: OwnedSemaphorePermit,
-) {
+async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str, slot: Slot) {
     let span = tracing::info_span!(
         "task",
         task_id = %task.id,
