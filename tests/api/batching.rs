@@ -10,12 +10,8 @@ use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{
-    CLAIM_IDLE, TestApp, TestConfig, create_database, eventually, queue_of, redis_connection,
-    spawn_app, spawn_app_with,
-};
-use crate::outage::app_on_its_own_redis;
-use crate::servers::{self, TestPostgres};
+use crate::helpers::{CLAIM_IDLE, TestApp, eventually, queue_of, redis_connection, spawn_app};
+use crate::outage::{app_on_its_own_postgres, app_on_its_own_redis};
 
 /// `n` POSTs sent at once; the status and body of each, in the order sent.
 async fn post_concurrently(
@@ -198,13 +194,7 @@ async fn redis_refusing_a_batch_fails_every_caller_and_leaves_no_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_failing_a_batch_fails_every_caller_and_queues_nothing() {
-    let mut pg = TestPostgres::start();
-    let database = create_database(&pg.admin_url(), true).await;
-    let app = spawn_app_with(TestConfig::with_servers(
-        database,
-        servers::shared().redis_url.clone(),
-    ))
-    .await;
+    let (mut pg, app) = app_on_its_own_postgres(|config| config).await;
     pg.stop();
     let answers = post_concurrently(&app, 40, |i| format!("refused {i}")).await;
     for (status, body) in &answers {

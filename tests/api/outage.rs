@@ -94,6 +94,17 @@ fn status_is(expected: u16, answer: Answer) -> Result<Answer, String> {
     }
 }
 
+/// An app on a PostgreSQL of its own (to stop and restart) and the shared Redis, with `config`'s other settings.
+pub(crate) async fn app_on_its_own_postgres(
+    config: impl FnOnce(TestConfig) -> TestConfig,
+) -> (TestPostgres, TestApp) {
+    let pg = TestPostgres::start();
+    let database = create_database(&pg.admin_url(), true).await;
+    let servers = TestConfig::with_servers(database, servers::shared().redis_url.clone());
+    let app = spawn_app_with(config(servers)).await;
+    (pg, app)
+}
+
 /// An app on a Redis of its own (to stop and restart) and the shared PostgreSQL.
 pub(crate) async fn app_on_its_own_redis() -> (TestRedis, TestApp) {
     let redis = TestRedis::start();
@@ -116,13 +127,7 @@ async fn states(app: &TestApp, ids: &[Uuid]) -> Vec<(String, i32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_gives_fast_503s_and_the_server_recovers_without_restart() {
-    let mut pg = TestPostgres::start();
-    let database = create_database(&pg.admin_url(), true).await;
-    let app = spawn_app_with(TestConfig::with_servers(
-        database,
-        servers::shared().redis_url.clone(),
-    ))
-    .await;
+    let (mut pg, app) = app_on_its_own_postgres(|config| config).await;
     let id = app.enqueue("wordcount", json!({"text": "before"})).await;
     assert_eq!(get(&app, "/readyz").await.status, 200);
     let queue = queue_of(&app).await;

@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{TestConfig, create_database, eventually, spawn_app_with, spawn_worker};
-use crate::servers::{self, TestPostgres};
+use crate::helpers::{eventually, spawn_worker};
+use crate::outage::app_on_its_own_postgres;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_keeps_running_tasks_after_a_postgres_restart() {
-    let mut pg = TestPostgres::start();
-    let database = create_database(&pg.admin_url(), true).await;
-    let config = TestConfig::with_servers(database, servers::shared().redis_url.clone())
-        .set("TASK_CLAIM_IDLE_MS", "60000");
-    let app = spawn_app_with(config).await;
+    let (mut pg, app) =
+        app_on_its_own_postgres(|config| config.set("TASK_CLAIM_IDLE_MS", "60000")).await;
     let worker = spawn_worker(&app.config).await;
     let before = app.enqueue("wordcount", json!({"text": "before"})).await;
     app.wait_finished(before, Duration::from_secs(10)).await;
