@@ -91,6 +91,13 @@ impl TaskSpec {
 
     fn validated(self) -> Result<Self, InvalidTask> {
         match self {
+            // Valid JSON, but PostgreSQL's jsonb cannot hold it: refused here, not as a 503 from the INSERT.
+            Self::WordCount { ref text } if text.contains('\0') => {
+                Err(InvalidTask::InvalidPayload {
+                    kind: self.kind(),
+                    reason: "text must not contain the NUL character (\\u0000)".into(),
+                })
+            }
             Self::Sleep { ms } if ms > MAX_SLEEP_MS => Err(InvalidTask::InvalidPayload {
                 kind: self.kind(),
                 reason: format!("ms must be at most {MAX_SLEEP_MS}"),
@@ -159,6 +166,9 @@ mod tests {
         let err = TaskSpec::parse("sleep", &json!({"ms": 1, "extra": true})).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         assert!(TaskSpec::parse("sleep", &json!({"ms": MAX_SLEEP_MS + 1})).is_err());
+        let err = TaskSpec::parse("wordcount", &json!({"text": "a\u{0}b"})).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
+        assert!(TaskSpec::from_form("wordcount", Some("a\0b".into()), None).is_err());
         assert!(TaskSpec::parse("fail", &json!([])).is_err());
         assert_eq!(TaskSpec::parse("fail", &json!({})), Ok(TaskSpec::Fail {}));
     }
