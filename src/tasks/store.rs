@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
-
-use crate::db::KeptConnection;
 use sqlx::postgres::types::PgInterval;
 use uuid::Uuid;
 
@@ -18,6 +16,7 @@ use super::records::{
     NewTask, StaleTask, StartOutcome, StartedTask, TaskRecord, TaskState, TaskSummary,
 };
 use super::stream_ids::StreamIdWriter;
+use crate::db::KeptConnection;
 
 #[derive(Clone)]
 pub struct TaskStore {
@@ -183,7 +182,7 @@ impl TaskStore {
         let started = loop {
             let (conn, fresh) = kept.get().await?;
             let started = sqlx::query!(
-                    r#"UPDATE tasks
+                r#"UPDATE tasks
                SET state = 'running', attempts = attempts + 1, worker = $3, stream_id = given.stream_id,
                    lease_until = now() + $4::interval, started_at = now(), updated_at = now(), error = NULL
                FROM (SELECT DISTINCT ON (id) id, stream_id
@@ -195,11 +194,11 @@ impl TaskStore {
                       OR (tasks.state = 'running' AND tasks.lease_until < now() + interval '1 second'))
                RETURNING tasks.id, tasks.stream_id, tasks.kind, tasks.payload, tasks.attempts,
                          tasks.max_attempts, tasks.request_id"#,
-                    ids,
-                    stream_ids,
-                    worker,
-                    interval(lease),
-                )
+                ids,
+                stream_ids,
+                worker,
+                interval(lease),
+            )
             .fetch_all(conn)
             .await;
             match started {

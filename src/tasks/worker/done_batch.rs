@@ -16,7 +16,7 @@ use crate::tasks::records::StartedTask;
 use crate::tasks::store::TaskStore;
 
 /// Most tasks per batch.
-const BATCH: usize = 256;
+pub(super) const BATCH: usize = 256;
 
 struct Finished {
     task: DoneTask,

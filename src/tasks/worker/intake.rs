@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::done_batch;
 use super::shared::WorkerCore;
 use crate::db::KeptConnection;
 use crate::tasks::kinds::TaskSpec;
@@ -28,8 +29,8 @@ pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
 }
 
 /// Outcomes waiting to be recorded, at most: past this the intake waits for the recorder (PostgreSQL is slow)
-/// instead of running ever more tasks ahead of it. Also the size of a batch of successes (`done_batch.rs`).
-const MAX_UNRECORDED: usize = 256;
+/// instead of running ever more tasks ahead of it. One batch of successes (`done_batch.rs`).
+const MAX_UNRECORDED: usize = done_batch::BATCH;
 
 /// What one delivery takes when it is read: a reservation (at most twice `WORKER_CONCURRENCY` tasks are read and
 /// started but not yet run to the end, so reads and starts go in batches of about `WORKER_CONCURRENCY` even while
@@ -41,7 +42,7 @@ struct Room {
 
 /// What a task holds while it runs: one of the `WORKER_CONCURRENCY` slots, and its reservation. Both are given
 /// back as soon as the attempt ends, so the next task runs while the outcome is being written, in a batch.
-pub struct Slot {
+struct Slot {
     _running: OwnedSemaphorePermit,
     _reserved: OwnedSemaphorePermit,
 }
