@@ -25,6 +25,8 @@ command -v dockerd >/dev/null || pkgs+=(docker.io)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 [ -x /usr/bin/redis-server ] || pkgs+=(redis-server)
 command -v python3 >/dev/null || pkgs+=(python3)
+command -v pebble >/dev/null || pkgs+=(pebble)      # the ACME test CA of the acme phase
+command -v lego >/dev/null || pkgs+=(lego)          # the acme service's stand-in
 if [ ${#pkgs[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     echo "e2e.sh: installing ${pkgs[*]}"

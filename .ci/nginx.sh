@@ -6,9 +6,10 @@
 #   bash .ci/nginx.sh          progress on stderr; the LAST line on stdout is the path of the nginx binary
 #
 # The tarball: $NGINX_SRC when set, else ../shared/src/nginx-1.30.4.tar.gz (beside the repository in CI). A nginx
-# 1.30.x source tarball from https://nginx.org/download/ works. Builds against Debian's libpcre2-dev (installed with
-# apt-get when missing, with gcc, make and libc6-dev); no zlib: the config compresses nothing on the fly (the app
-# does, and gzip_static serves the .gz files collectstatic writes). About 1 minute on 2 cores.
+# 1.30.x source tarball from https://nginx.org/download/ works. Builds against Debian's libpcre2-dev and libssl-dev
+# (installed with apt-get when missing, with gcc, make and libc6-dev; apt waits for a dpkg lock held by another
+# process); no zlib: the configs compress nothing on the fly (the app does, and gzip_static serves the .gz files
+# collectstatic writes). About 1 minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -34,10 +35,11 @@ case $top in
     *) die "$src is not an nginx 1.30.x source tarball (its top directory is '${top:-?}'); set NGINX_SRC to one from https://nginx.org/download/" ;;
 esac
 
-# What nix/nginx.conf needs, and the paths of the image: logs to stderr/stdout, everything written under /tmp (the
-# root filesystem is read-only). realip, threads and gzip_static as in nixpkgs' build; no TLS (the config has none);
-# fastcgi, uwsgi and scgi stay because the config sets their temp paths (so that the nixpkgs build, which has them,
-# never writes to its read-only prefix). The rest is left out.
+# What nix/nginx.conf and compose/edge.conf need, and the paths of the image: logs to stderr/stdout, everything
+# written under /tmp (the root filesystem is read-only). realip, threads and gzip_static as in nixpkgs' build; TLS
+# and HTTP/2 (the edge terminates HTTPS) and limit_req (its rate limit), which nixpkgs' build has too; fastcgi,
+# uwsgi and scgi stay because the configs set their temp paths (so that the nixpkgs build, which has them, never
+# writes to its read-only prefix). The rest is left out.
 flags=(
     --prefix=/etc/nginx --sbin-path=/bin/nginx --conf-path=/etc/nginx/nginx.conf
     --error-log-path=stderr --http-log-path=/dev/stdout --pid-path=/tmp/nginx.pid --lock-path=/tmp/nginx.lock
@@ -45,10 +47,11 @@ flags=(
     --http-fastcgi-temp-path=/tmp/nginx-fastcgi --http-uwsgi-temp-path=/tmp/nginx-uwsgi
     --http-scgi-temp-path=/tmp/nginx-scgi
     --with-threads --with-pcre-jit --with-http_gzip_static_module --with-http_realip_module
+    --with-http_ssl_module --with-http_v2_module
     --without-http_gzip_module --without-http_ssi_module --without-http_userid_module --without-http_access_module
     --without-http_auth_basic_module --without-http_mirror_module --without-http_geo_module
     --without-http_split_clients_module --without-http_referer_module --without-http_grpc_module
-    --without-http_memcached_module --without-http_limit_conn_module --without-http_limit_req_module
+    --without-http_memcached_module --without-http_limit_conn_module
     --without-http_empty_gif_module --without-http_browser_module --without-http_upstream_hash_module
     --without-http_upstream_ip_hash_module --without-http_upstream_least_conn_module
     --without-http_upstream_random_module --without-http_upstream_sticky --without-http-cache
@@ -80,12 +83,21 @@ command -v gcc >/dev/null || pkgs+=(gcc)
 command -v make >/dev/null || pkgs+=(make)
 [ -e /usr/include/stdio.h ] || pkgs+=(libc6-dev)
 [ -e /usr/include/pcre2.h ] || pkgs+=(libpcre2-dev)
+[ -e /usr/include/openssl/ssl.h ] || pkgs+=(libssl-dev)
 if [ ${#pkgs[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     say "installing ${pkgs[*]}"
-    as_root apt-get update -qq >/dev/null || die "apt-get update failed"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" \
-        >/tmp/nginx-apt.log 2>&1 || { tail -n 20 /tmp/nginx-apt.log >&2; die "apt-get install ${pkgs[*]} failed"; }
+    # Another process (a CI stage, another build) may be running apt: wait for its dpkg lock instead of failing.
+    apt=(apt-get -o DPkg::Lock::Timeout=600 -qq)
+    apt_install() {
+        as_root env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${pkgs[@]}" \
+            >/tmp/nginx-apt.log 2>&1
+    }
+    # The package lists as they are first; `apt-get update` only when they do not have the packages.
+    if ! apt_install; then
+        as_root "${apt[@]}" update >/dev/null || die "apt-get update failed"
+        apt_install || { tail -n 20 /tmp/nginx-apt.log >&2; die "apt-get install ${pkgs[*]} failed"; }
+    fi
 fi
 
 # ---- configure, make ----------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ let
         exit 1
       fi
       ${lib.getExe load}
-      export APP_VERSION=${version}
+      export DEV_VERSION=${version}
       exec docker-compose -f compose/dev.yml up "$@"
     '';
   };

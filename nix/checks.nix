@@ -15,26 +15,45 @@ let
   };
 in
 {
-  # `nginx -t` on the file the image ships. The config's upstream server is `app:8000 resolve`,
-  # looked up at run time only, so the sandbox's missing DNS does not matter. Only the pid file and
-  # temp paths (lines marked SUBST:pid / SUBST:temp) are moved from /tmp into the build
-  # directory, since `nginx -t` creates them and /tmp is shared where Nix runs unsandboxed.
-  # stdout goes to a file: the config logs to /dev/stdout, which nginx opens.
-  nginx-config = pkgs.runCommand "nginx-config-test" { nativeBuildInputs = [ nginx ]; } ''
-    sed -E \
-      -e "s|^( *).*# SUBST:pid$|\1pid $TMPDIR/nginx.pid;|" \
-      -e "s|^( *)([a-z_]+_temp_path) .*# SUBST:temp$|\1\2 $TMPDIR/\2;|" \
-      ${../. + "/${layout.static.config_source}"} > nginx.conf
-    nginx -t -e stderr -c "$PWD/nginx.conf" > nginx-stdout.log
-    touch $out
-  '';
+  # `nginx -t` on the file the image ships and on the edge's config (compose/edge.conf, run in the
+  # same image), as written: the lines httpd-start renders from the environment (# SUBST:<name>)
+  # hold the defaults. Their upstreams (`app:8000 resolve`, `httpd:8080` through a variable) are
+  # looked up at run time only, so the sandbox's missing DNS does not matter. Changed on a copy:
+  # every /tmp/ path (pid file, temp paths) moved into the build directory, since `nginx -t`
+  # creates them and /tmp is shared where Nix runs unsandboxed; the edge's certificate and key
+  # (SUBST:tls-certificate / tls-key) are a throwaway self-signed pair, which `nginx -t` loads.
+  # stdout goes to a file: the config logs to /dev/stdout, which nginx opens. The rendered
+  # variants (ACME waiting, rate limit off, HSTS, any host) are `nginx -t`ed by the cargo test
+  # tests/httpd_start (checks.app-nextest).
+  nginx-config =
+    pkgs.runCommand "nginx-config-test"
+      {
+        nativeBuildInputs = [
+          nginx
+          (lib.getBin pkgs.openssl)
+        ];
+      }
+      ''
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+          -subj /CN=localhost -keyout "$PWD/key.pem" -out "$PWD/cert.pem" 2> openssl.log
+        for conf in ${../. + "/${layout.static.config_source}"} ${../compose/edge.conf}; do
+          sed -E \
+            -e "s|/tmp/|$TMPDIR/|g" \
+            -e "s|^( *).*# SUBST:tls-certificate$|\1ssl_certificate $PWD/cert.pem;|" \
+            -e "s|^( *).*# SUBST:tls-key$|\1ssl_certificate_key $PWD/key.pem;|" \
+            "$conf" > test.conf
+          echo "nginx -t: $conf"
+          nginx -t -e stderr -c "$PWD/test.conf" > nginx-stdout.log
+        done
+        touch $out
+      '';
 
   # `docker compose config -q` on the three stacks, as users run them: APP_VERSION is the
   # image tag. The git-ignored secrets files need not exist for `config`.
   compose-config =
     pkgs.runCommand "compose-config" { nativeBuildInputs = [ pkgs.docker-compose ]; }
       ''
-        export HOME=$TMPDIR APP_VERSION=${version}
+        export HOME=$TMPDIR APP_VERSION=${version} DEV_VERSION=${version}
         cd ${composeSrc}
         for file in compose/dev.yml compose/live.yml compose/stack.yml; do
           docker-compose -f "$file" config -q

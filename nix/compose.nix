@@ -24,6 +24,7 @@
       pkgs.docker-compose
       pkgs.jq
       pkgs.coreutils
+      pkgs.openssl
     ];
     text = ''
       for compose in "$@"; do
@@ -32,7 +33,17 @@
           | while IFS= read -r path; do
             if [ ! -e "$path" ]; then
               mkdir -p "$(dirname "$path")"
-              (umask 022 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$path")
+              case "$path" in
+                *.key) continue ;; # written with its certificate (*.crt)
+                *.crt)
+                  # A self-signed pair, as the README makes it.
+                  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
+                    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+                    -keyout "''${path%.crt}.key" -out "$path" 2>/dev/null
+                  chmod 644 "''${path%.crt}.key"
+                  ;;
+                *) (umask 022 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$path") ;;
+              esac
               echo "compose-secrets: wrote $path"
             fi
           done

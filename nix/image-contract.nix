@@ -12,7 +12,12 @@
   version,
 }:
 let
-  inherit (images) configs layerPaths static;
+  inherit (images)
+    configs
+    layerPaths
+    static
+    launcher
+    ;
 
   # The config fields the layout declares, spelled out from image.json independently of
   # images.nix's mkConfig.
@@ -57,18 +62,25 @@ let
       "image-contract: the ${image} image's layers are given ${toString (map lib.getName (forbiddenIn image))}";
 
   # The httpd image must not carry the app: none of its layers' paths is the app, and the
-  # static files refuse it as a runtime dependency when they are built.
+  # static files and the httpd-start copy (the image's entry point, built by the app package)
+  # refuse it as a runtime dependency when they are built.
   httpdWithoutApp =
     lib.assertMsg (
       !lib.elem app.drvPath (map (p: p.drvPath) layerPaths.httpd)
     ) "image-contract: the app is given to the httpd image's layers"
-    && lib.assertMsg (lib.elem (toString app) refusedByStatic) "image-contract: the static files do not refuse the app as a runtime dependency";
+    && lib.assertMsg (lib.elem (toString app) (refusedBy static)) "image-contract: the static files do not refuse the app as a runtime dependency"
+    && lib.assertMsg (lib.elem (toString app) (refusedBy launcher)) "image-contract: httpd-start (the httpd image's entry point) does not refuse the app as a runtime dependency"
+    && lib.assertMsg (lib.elem launcher.drvPath (
+      map (p: p.drvPath) layerPaths.httpd
+    )) "image-contract: httpd-start is not given to the httpd image's layers"
+    && lib.assertMsg (
+      lib.take 1 layout.static.entrypoint == [ layout.static.launcher ]
+    ) "image-contract: the httpd image's entry point is not ${layout.static.launcher} (nix/image.json)";
 
   # mkDerivation keeps disallowedRequisites as the paths' strings (under outputChecks with
   # structured attributes).
-  refusedByStatic = map toString (
-    static.disallowedRequisites or static.outputChecks.out.disallowedRequisites or [ ]
-  );
+  refusedBy =
+    drv: map toString (drv.disallowedRequisites or drv.outputChecks.out.disallowedRequisites or [ ]);
 
   check =
     name: ok:
@@ -79,7 +91,7 @@ let
   # them gzipped). Estimates, to be lowered to the first real build's size plus ~10%: the app
   # image is the release binary (7.2 MiB, bench/README.md) plus glibc, libgcc and the CA bundle
   # (~40 MiB in nixpkgs); the httpd image is nginx without the embedded-perl module (flake.nix),
-  # whose closure holds glibc, openssl, pcre2 and zlib (~40 MiB).
+  # whose closure holds glibc, openssl, pcre2 and zlib (~40 MiB), and httpd-start (0.8 MiB) with libgcc.
   budgetsMiB = {
     app = 64;
     httpd = 64;

@@ -92,6 +92,7 @@ let
     ];
     httpd = [
       nginxBase
+      launcher
       site
     ];
   };
@@ -130,6 +131,23 @@ let
     ln -s ${lib.getExe nginx} $out${staticSpec.binary}
   '';
 
+  # The image's entry point, httpd-start (src/bin/httpd-start: renders the nginx config from the
+  # environment and supervises nginx), copied out of the app package, which builds it anyway.
+  # A copy rather than a second crane package (`cargoExtraArgs = "--locked --bin httpd-start"`):
+  # that would compile the whole crate (library, build script) once more for one small binary, and
+  # its store path would change with every app commit just the same, since its source is the app's.
+  # httpd-start uses std, tokio and libc only, never the app library; `disallowedRequisites` fails
+  # this build if the copy still refers to the app's store path, so the image cannot carry the app.
+  launcher =
+    pkgs.runCommand "httpd-start-${version}"
+      {
+        disallowedRequisites = [ app ];
+        meta.mainProgram = "httpd-start";
+      }
+      ''
+        install -D -m 755 ${app}/bin/httpd-start $out${staticSpec.launcher}
+      '';
+
   # The config is copied, not linked, so the top layer does not also carry the flake source.
   site = pkgs.runCommand "httpd-site" { } ''
     mkdir -p $out${dirOf staticSpec.config} $out${dirOf staticSpec.static_root}
@@ -140,15 +158,23 @@ let
   staticlayer = buildImage {
     name = staticSpec.image;
     tag = version;
-    # Bottom layer: nginx and its closure, users, /bin/nginx and /tmp.
+    # Bottom layer: nginx and its closure, users, /bin/nginx and /tmp, and what httpd-start links
+    # (glibc, libgcc: `ignore` keeps the closure without httpd-start itself, as for applayer), so the
+    # libraries are not sent again with each release.
     layers = [
       (buildLayer {
+        deps = [ launcher ];
+        ignore = launcher;
         copyToRoot = [ nginxBase ];
         perms = writablePerms nginxBase staticSpec;
       })
     ];
-    # Top layer: the nginx config and the collected static files.
-    copyToRoot = [ site ];
+    # Top layer: /bin/httpd-start, the nginx config and the collected static files, what a commit
+    # changes.
+    copyToRoot = [
+      launcher
+      site
+    ];
     config = configs.httpd;
   };
 
@@ -172,6 +198,7 @@ in
     staticlayer
     mkArchive
     static
+    launcher
     configs
     layerPaths
     ;

@@ -87,14 +87,34 @@ in
     # The integration tests start throwaway PostgreSQL and Redis servers themselves (initdb,
     # pg_ctl, postgres, redis-server from PATH, on free loopback ports in a temp dir) when
     # DATABASE_URL and REDIS_URL are unset, which works inside the build sandbox.
+    # tests/httpd_start runs httpd-start with a real nginx (NGINX_BIN: nixpkgs' nginx, with the
+    # ssl, http_v2 and limit_req modules; the image's perl-less build is not passed to this file)
+    # and `openssl` (certificates, TLS client), and renders the repository's two nginx configs:
+    # they are in this check's source only, so a config change reruns the tests without
+    # rebuilding the app package.
     app-nextest = craneLib.cargoNextest (
       commonArgs
       // {
         inherit cargoArtifacts;
+        src = lib.fileset.toSource {
+          inherit root;
+          fileset = lib.fileset.unions (
+            appFiles
+            ++ [
+              ../nix/nginx.conf
+              ../compose/edge.conf
+            ]
+          );
+        };
         nativeBuildInputs = [
           pkgs.postgresql_17
           pkgs.redis
+          pkgs.nginx
+          (lib.getBin pkgs.openssl)
         ];
+        env = commonArgs.env // {
+          NGINX_BIN = lib.getExe pkgs.nginx;
+        };
         partitions = 1;
         partitionType = "count";
         cargoNextestExtraArgs = "--no-tests=fail";

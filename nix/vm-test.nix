@@ -49,7 +49,8 @@ pkgs.testers.runNixOSTest {
     import re
 
     compose = "cd /root/project && ${composeEnv} docker-compose -f compose/live.yml"
-    base = "http://127.0.0.1:8001"
+    base = "https://127.0.0.1:8443"
+    curl = "curl --cacert /root/project/secrets/tls.crt"
 
     # docker.socket starts the daemon on first use, whether or not it also starts at boot.
     machine.wait_for_unit("sockets.target")
@@ -61,7 +62,7 @@ pkgs.testers.runNixOSTest {
     machine.succeed(f"{compose} up -d --pull never")
 
     try:
-        machine.wait_until_succeeds(f"curl -fsS {base}/readyz", timeout=300)
+        machine.wait_until_succeeds(f"{curl} -fsS {base}/readyz", timeout=300)
 
         # A content-hashed file from `app collectstatic`, served by nginx, cached for a year.
         asset = machine.succeed(
@@ -69,15 +70,15 @@ pkgs.testers.runNixOSTest {
             "-printf '%P\\n' | sort | head -n 1"
         ).strip()
         assert asset, "no content-hashed static file in ${static}"
-        headers = machine.succeed(f"curl -fsS -o /dev/null -D - {base}/static/{asset}")
+        headers = machine.succeed(f"{curl} -fsS -o /dev/null -D - {base}/static/{asset}")
         assert re.search(r"(?im)^cache-control: .*max-age=31536000.*immutable", headers), headers
 
         # A task through nginx, the app, Redis and the worker.
         created = json.loads(machine.succeed(
-            f"curl -fsS -X POST -H 'Content-Type: application/json' "
+            f"{curl} -fsS -X POST -H 'Content-Type: application/json' "
             f"-d '{{\"kind\":\"wordcount\",\"payload\":{{\"text\":\"one two two\"}}}}' {base}/api/tasks"
         ))
-        task = json.loads(machine.succeed(f"curl -fsS '{base}/api/tasks/{created['id']}?wait=20'"))
+        task = json.loads(machine.succeed(f"{curl} -fsS '{base}/api/tasks/{created['id']}?wait=20'"))
         assert task["state"] == "done", task
     except Exception:
         print(machine.execute(f"{compose} ps -a; {compose} logs --no-color")[1])

@@ -18,9 +18,13 @@
 #   5. backup is recreated on the new version (it serves nobody, so it is not waited for). The edge (the published port) is left as it runs: EDGE_VERSION
 #      pins it to its current image, so the port never closes.
 # A first deploy (no stack running) is a plain `up --wait`.
+# After a deploy, compose/.env (git-ignored; Compose reads it for every command on compose/live.yml) records what
+# runs: APP_VERSION, EDGE_VERSION and those of the settings below that are set, so that `docker compose -f
+# compose/live.yml logs|ps|down` and scripts/backup.sh work with nothing exported. Other lines in it are kept.
 #
 # Settings (environment): the variables of compose/live.yml (APP_IMAGE, HTTPD_IMAGE, SECRETS_DIR, ...);
 #   COMPOSE_PROJECT_NAME  the stack's project (default: the file's name, docker-sample-live)
+#   COMPOSE_PROFILES      `acme` runs the ACME client (acme/README.md)
 #   LIVE_FILE             the compose file (default compose/live.yml)
 #   DEPLOY_WAIT           seconds a new replica may take to become healthy (default 120)
 #   NGINX_DNS_TTL         seconds nginx caches Docker's DNS answers (`resolver ... valid=` in nix/nginx.conf and
@@ -53,6 +57,37 @@ dns_ttl=${NGINX_DNS_TTL:-2}
 app_image=${APP_IMAGE:-docker-sample/app}
 httpd_image=${HTTPD_IMAGE:-docker-sample/httpd}
 dc() { docker compose -f "$file" "$@"; }
+recorded_settings=(COMPOSE_PROJECT_NAME COMPOSE_PROFILES APP_IMAGE HTTPD_IMAGE POSTGRES_IMAGE REDIS_IMAGE LIVE_BIND
+    LIVE_ENV_FILE LIVE_HTTP_PORT LIVE_HTTPS_PORT RATE_LIMIT_TASKS RATE_LIMIT_BURST SECRETS_DIR BACKUP_SCHEDULE BACKUP_KEEP BACKUP_MAX_AGE BACKUP_DIR)
+
+# Writes compose/.env (next to the compose file: Compose reads it from the project directory): APP_VERSION, EDGE_VERSION
+# and the recorded settings that are set now; keys it does not know, and known ones not set now, stay as they were.
+record_deployment() { # version edge_version
+    local env_file tmp key line
+    env_file="$(dirname "$file")/.env"
+    tmp=$(mktemp "$env_file.XXXXXX")
+    {
+        echo "# Written by scripts/deploy.sh: what is deployed on this host. Compose reads this file for every command"
+        echo "# on the compose files of this directory; the next deploy rewrites the keys it sets."
+        echo "APP_VERSION=$1"
+        echo "EDGE_VERSION=$2"
+        for key in "${recorded_settings[@]}"; do
+            [ -n "${!key:-}" ] && echo "$key=${!key}"
+        done
+        if [ -f "$env_file" ]; then
+            while IFS= read -r line; do
+                key=${line%%=*}
+                case "$line" in "#"* | "") continue ;; esac
+                case " APP_VERSION EDGE_VERSION ${recorded_settings[*]} " in
+                    *" $key "*) [ "$key" = APP_VERSION ] || [ "$key" = EDGE_VERSION ] || [ -n "${!key:-}" ] || echo "$line" ;;
+                    *) echo "$line" ;;
+                esac
+            done <"$env_file"
+        fi
+    } >"$tmp"
+    chmod 644 "$tmp"
+    mv "$tmp" "$env_file"
+}
 # shellcheck source=scripts/compose-status.sh
 . "$root/scripts/compose-status.sh"
 
@@ -78,7 +113,9 @@ export APP_VERSION=$version
 edge=$(dc ps --quiet edge 2>/dev/null | head -n 1)
 if [ -z "$edge" ]; then
     say "no running stack: starting it (up --wait)"
+    export EDGE_VERSION=$version
     dc up --detach --wait --wait-timeout "$wait_s"
+    record_deployment "$version" "$version"
     say "deployed $version"
     exit 0
 fi
@@ -150,4 +187,5 @@ roll_one_by_one tasks
 
 # --- 5. the rest ----------------------------------------------------------------------------------------------------
 out=$(dc up --detach --no-deps backup 2>&1) || die "backup did not start on $version: $(tail -n 1 <<<"$out")"
+record_deployment "$version" "$EDGE_VERSION"
 say "deployed $version (the edge stays on $EDGE_VERSION)"

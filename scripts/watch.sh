@@ -17,7 +17,7 @@
 # watchexec (cargo install watchexec-cli --locked; the Nix dev shell has it), and the app and httpd images of
 # compose/dev.yml (nix run .#load). Database and Redis keep their data (volumes) across restarts.
 #
-# Environment: everything compose/dev.yml reads (APP_VERSION, APP_IMAGE, DEV_HTTP_PORT, ...), COMPOSE_PROJECT_NAME,
+# Environment: everything compose/dev.yml reads (DEV_VERSION, APP_IMAGE, DEV_HTTP_PORT, ...), COMPOSE_PROJECT_NAME,
 # CARGO_TARGET_DIR, and WATCH_BIN_DIR (default: <target dir>/watch), the host directory mounted at /watch.
 set -euo pipefail
 

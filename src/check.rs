@@ -25,6 +25,13 @@ pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
         ("db_acquire_timeout", millis(s.database.acquire_timeout)),
         ("redis", redact_url(s.redis_url.expose_secret())),
         ("secret_key", "[REDACTED]".into()),
+        (
+            "api_token",
+            match s.api_token {
+                Some(_) => "[REDACTED]".into(),
+                None => "(unset: the API is public)".into(),
+            },
+        ),
         ("debug", s.debug.to_string()),
         ("allowed_hosts", s.allowed_hosts.join(",")),
         ("listen_addr", s.listen_addr.to_string()),
@@ -56,6 +63,13 @@ pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
         ("task_claim_idle", millis(s.queue.claim_idle)),
         ("task_timeout", secs(s.queue.task_timeout)),
         ("task_retention", secs(s.queue.retention)),
+        (
+            "queue_max_backlog",
+            match s.queue.max_backlog {
+                0 => "0 (no bound)".into(),
+                n => n.to_string(),
+            },
+        ),
     ]
 }
 
@@ -96,6 +110,7 @@ mod tests {
             ("POSTGRES_PASSWORD", "hunter2-pg"),
             ("SECRET_KEY", "0123456789abcdef0123456789abcdef-good"),
             ("REDIS_PASSWORD", "hunter2-redis"),
+            ("API_TOKEN", "hunter2-api-token-0123"),
         ];
         let lookup = |name: &str| {
             vars.iter()

@@ -1,12 +1,21 @@
 //! CSRF tokens for the status page's form: `<issued-at>.<nonce>.<HMAC-SHA256(SECRET_KEY)>`, sent as a cookie and
 //! as a hidden field (signed double submit). A token is accepted when both copies match, the signature is ours
 //! and it is not older than [`TOKEN_LIFETIME_SECS`].
+//!
+//! Over HTTPS the cookie is `Secure` and named with the `__Host-` prefix, which browsers accept only with `Secure`,
+//! `Path=/` and no `Domain`: neither a plain-HTTP answer (a network attacker's) nor a sibling subdomain can then
+//! plant a cookie of its choosing, which a double submit whose tokens are not bound to a session relies on. Over
+//! plain HTTP (development) the cookie keeps its old name, as a browser refuses `Secure` cookies there.
 
+use axum::http::HeaderMap;
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+/// The cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "csrftoken";
+/// The cookie over HTTPS.
+pub const SECURE_COOKIE_NAME: &str = "__Host-csrftoken";
 pub const TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
 
 #[derive(Clone)]
@@ -81,6 +90,34 @@ impl Csrf {
     }
 }
 
+/// Whether the client's request came over HTTPS: TLS ends at the edge nginx, which says so in `X-Forwarded-Proto`
+/// (only the proxies reach the app, and a client faking it only gets a cookie its own plain-HTTP form cannot send).
+/// The first value is the client's side when proxies append theirs.
+pub fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The cookie's name for a request that came over HTTPS or not; the form is checked against this name only, so
+/// over HTTPS a plain `csrftoken` (which anyone on the path could have set) is not believed.
+pub fn cookie_name(https: bool) -> &'static str {
+    if https {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
+
+/// The `Set-Cookie` value that carries `token`.
+pub fn set_cookie(token: &str, https: bool) -> String {
+    let name = cookie_name(https);
+    let secure = if https { "; Secure" } else { "" };
+    format!("{name}={token}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +148,31 @@ mod tests {
         assert_eq!(
             csrf.verify(Some("a.b"), Some("a.b"), 1),
             Err(CsrfError::Invalid)
+        );
+    }
+
+    #[test]
+    fn the_cookie_is_secure_and_host_prefixed_only_over_https() {
+        let mut headers = HeaderMap::new();
+        assert!(!over_https(&headers));
+        assert_eq!(
+            set_cookie("t", false),
+            "csrftoken=t; Path=/; HttpOnly; SameSite=Strict"
+        );
+        for (value, https) in [
+            ("https", true),
+            ("HTTPS", true),
+            ("https, http", true),
+            ("http", false),
+            ("http, https", false),
+            ("", false),
+        ] {
+            headers.insert("x-forwarded-proto", value.parse().unwrap());
+            assert_eq!(over_https(&headers), https, "{value}");
+        }
+        assert_eq!(
+            set_cookie("t", true),
+            "__Host-csrftoken=t; Path=/; HttpOnly; SameSite=Strict; Secure"
         );
     }
 }

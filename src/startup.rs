@@ -22,6 +22,7 @@ use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Settings;
+use crate::http::api_token::{self, ApiToken};
 use crate::http::hosts::{self, AllowedHosts};
 use crate::http::{
     access_log, health, page, request_id, security_headers, static_files, tasks_api,
@@ -37,7 +38,8 @@ const COMPRESS_ABOVE_BYTES: u64 = 1024;
 /// every answer needs. Layers run top to bottom for a request:
 ///
 /// * every answer: security headers (so every answer has them, a refused Host too), request id;
-/// * pages and API: access log, metrics, Host check, compression, timeout, body limit, then the route;
+/// * pages and API: access log, metrics, Host check, compression, timeout, body limit, the API token (only with
+///   `API_TOKEN`, and only for `/api/...`), then the route;
 /// * probes (`/healthz`, `/readyz`): the route (plus the access log with `LOG_PROBES=true`). An orchestrator
 ///   calls them by IP every few seconds: no Host check, no access line, no request metrics, and nothing else
 ///   that would make liveness cost more than answering. `/readyz` bounds its own checks (800 ms each).
@@ -56,10 +58,16 @@ pub fn app(state: AppState) -> Router {
             None => site.route("/static/{*path}", get(static_files::embedded)),
         };
     }
+    let mut site = site.fallback(|| async {
+        crate::http::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    });
+    if let Some(token) = &settings.api_token {
+        site = site.layer(middleware::from_fn_with_state(
+            Arc::new(ApiToken::new(token)),
+            api_token::require,
+        ));
+    }
     let site = site
-        .fallback(|| async {
-            crate::http::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::csrf::Csrf;
 use crate::http::finished_tasks::FinishedTasks;
 use crate::http::page_snapshot::PageSnapshot;
-use crate::tasks::{EnqueueBatches, EnqueueError, Queue, TaskRecord, TaskSpec, TaskStore};
+use crate::tasks::{Backlog, EnqueueBatches, EnqueueError, Queue, TaskRecord, TaskSpec, TaskStore};
 use crate::templates::Templates;
 
 /// Cloned several times per request (extractors, `from_fn_with_state`, per-route services): one `Arc`, so a
@@ -25,6 +25,8 @@ pub struct AppStateInner {
     pub queue: Queue,
     /// New tasks, written in batches; started on first use, on the runtime that serves (`tasks/enqueue_batch.rs`).
     enqueues: OnceLock<EnqueueBatches>,
+    /// `QUEUE_MAX_BACKLOG`: the handlers ask it before they enqueue (`tasks/backlog.rs`).
+    pub backlog: Backlog,
     pub assets: Arc<Assets>,
     pub templates: Templates,
     pub csrf: Csrf,
@@ -46,12 +48,14 @@ impl AppState {
         let csrf = Csrf::new(settings.secret_key.clone());
         let template_dir = settings.template_dir.as_deref().filter(|_| settings.debug);
         let templates = Templates::new(template_dir);
+        let backlog = Backlog::new(settings.queue.max_backlog, pool.clone());
         Self(Arc::new(AppStateInner {
             settings: Arc::new(settings),
             store: TaskStore::new(pool.clone()),
             pool,
             queue,
             enqueues: OnceLock::new(),
+            backlog,
             assets: Arc::new(Assets::embedded()),
             templates,
             csrf,
@@ -61,7 +65,7 @@ impl AppState {
     }
 
     /// Records a task and hands it to the workers, with this app's `TASK_MAX_ATTEMPTS`. The status page's next
-    /// view on this process shows it.
+    /// view on this process shows it, and the backlog's view counts it. Callers ask `backlog.admit()` first.
     pub async fn enqueue(
         &self,
         spec: &TaskSpec,
@@ -73,6 +77,9 @@ impl AppState {
             .get_or_init(|| EnqueueBatches::spawn(self.store.clone(), self.queue.clone()))
             .enqueue(spec, max_attempts, request_id)
             .await;
+        if queued.is_ok() {
+            self.backlog.note_queued();
+        }
         self.page_snapshot.invalidate();
         queued
     }

@@ -79,6 +79,9 @@ class Stack:
             "DB_POOL_SIZE": str(self.args.db_pool_size),
             "WAIT_TIMEOUT": "5",
             "SHUTDOWN_TIMEOUT": "5",
+            # No backlog bound: the POST rows enqueue faster than one worker drains, and cheap 503s past the bound
+            # would flatter them.
+            "QUEUE_MAX_BACKLOG": "0",
         })
         env.update(dict(kv.split("=", 1) for kv in self.args.app_env))
         env.update({k: str(v) for k, v in extra.items()})

@@ -22,6 +22,8 @@ use env::Env;
 /// The key `DEBUG=true` falls back to. Refused when `DEBUG=false`, like Django's `django-insecure-` keys.
 pub const DEVELOPMENT_SECRET_KEY: &str = "dev-insecure-secret-key-do-not-use-in-production";
 const MIN_SECRET_KEY_LEN: usize = 32;
+/// Shortest `API_TOKEN` accepted: anything shorter could be guessed online.
+pub const MIN_API_TOKEN_LEN: usize = 16;
 
 /// `LISTEN_ADDR` when unset; `app healthcheck` probes its port too.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -35,6 +37,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis_url: SecretString,
     pub secret_key: SecretString,
+    /// `API_TOKEN`: when set, every `/api/...` route requires `Authorization: Bearer <token>` (`http::api_token`).
+    pub api_token: Option<SecretString>,
     pub debug: bool,
     /// `ALLOWED_HOSTS` patterns, lowercased (matched by `http::hosts`).
     pub allowed_hosts: Vec<String>,
@@ -66,6 +70,8 @@ pub struct QueueSettings {
     pub claim_idle: Duration,
     pub task_timeout: Duration,
     pub retention: Duration,
+    /// `QUEUE_MAX_BACKLOG`: unfinished tasks at which new ones are refused (0: no bound; `tasks::backlog`).
+    pub max_backlog: u64,
 }
 
 impl Default for QueueSettings {
@@ -78,6 +84,7 @@ impl Default for QueueSettings {
             claim_idle: Duration::from_millis(10_000),
             task_timeout: Duration::from_secs(120),
             retention: Duration::from_secs(168 * 3600),
+            max_backlog: 10_000,
         }
     }
 }
@@ -100,6 +107,7 @@ impl Settings {
         let database = dependencies::database_settings(&mut env);
         let redis_url = dependencies::redis_url(&mut env);
         let secret_key = secret_key(&mut env, debug);
+        let api_token = api_token(&mut env);
         let allowed_hosts = env
             .string("ALLOWED_HOSTS")
             .unwrap_or_else(|| "localhost,127.0.0.1,[::1]".into())
@@ -118,11 +126,13 @@ impl Settings {
             claim_idle: env.millis("TASK_CLAIM_IDLE_MS", defaults.claim_idle),
             task_timeout: env.seconds("TASK_TIMEOUT", defaults.task_timeout),
             retention: env.hours("TASK_RETENTION_HOURS", defaults.retention),
+            max_backlog: env.parse("QUEUE_MAX_BACKLOG", defaults.max_backlog),
         };
         let settings = Settings {
             database,
             redis_url,
             secret_key,
+            api_token,
             debug,
             allowed_hosts,
             listen_addr: env.parse("LISTEN_ADDR", DEFAULT_LISTEN_ADDR),
@@ -188,6 +198,22 @@ fn secret_key(env: &mut Env<'_>, debug: bool) -> SecretString {
             SecretString::from(String::new())
         }
     }
+}
+
+/// Optional: unset, the API is public (the demo's default). Its length is checked, its value never quoted.
+fn api_token(env: &mut Env<'_>) -> Option<SecretString> {
+    let token = env.secret("API_TOKEN")?;
+    let exposed = token.expose_secret();
+    if exposed.chars().count() < MIN_API_TOKEN_LEN {
+        env.problem(format!(
+            "API_TOKEN: must be at least {MIN_API_TOKEN_LEN} characters"
+        ));
+    }
+    // A client sends it as `Authorization: Bearer <token>`: a space or a control character could never match.
+    if !exposed.bytes().all(|b| b.is_ascii_graphic()) {
+        env.problem("API_TOKEN: only visible ASCII characters, no spaces".into());
+    }
+    Some(token)
 }
 
 #[cfg(test)]
@@ -280,6 +306,37 @@ mod tests {
         ])
         .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_backlog_bound_and_the_api_token_are_validated_with_the_rest() {
+        let base = [("POSTGRES_PASSWORD", "pw"), ("SECRET_KEY", GOOD_KEY)];
+        let s = settings(&base).unwrap();
+        assert_eq!(s.queue.max_backlog, 10_000);
+        assert!(s.api_token.is_none(), "the API is public by default");
+        let s = settings(&[base[0], base[1], ("QUEUE_MAX_BACKLOG", "0")]).unwrap();
+        assert_eq!(s.queue.max_backlog, 0);
+        let s = settings(&[base[0], base[1], ("API_TOKEN", "0123456789abcdef")]).unwrap();
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+
+        let err = settings(&[
+            base[0],
+            base[1],
+            ("QUEUE_MAX_BACKLOG", "-1"),
+            ("API_TOKEN", "short-hunter2"),
+            ("LISTEN_ADDR", "nowhere"),
+        ])
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(
+            all.contains("QUEUE_MAX_BACKLOG: cannot parse `-1`"),
+            "{all}"
+        );
+        assert!(all.contains("API_TOKEN: must be at least 16"), "{all}");
+        assert!(!all.contains("hunter2"), "{all}");
+        assert_eq!(err.problems.len(), 3, "{all}");
+        let err = settings(&[base[0], base[1], ("API_TOKEN", "0123456789 abcdef")]).unwrap_err();
+        assert!(err.problems[0].contains("no spaces"), "{err}");
     }
 
     #[test]

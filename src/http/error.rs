@@ -1,10 +1,12 @@
 //! The one JSON error body: `{"error": "<code>", "message": "<what was wrong>"}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::tasks::EnqueueError;
+use crate::tasks::backlog::{QueueFull, RETRY_AFTER_SECS};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -55,5 +57,22 @@ impl From<EnqueueError> for ApiError {
             EnqueueError::Queue(err) => Self::unavailable("the queue", &err),
             err @ EnqueueError::Interrupted => Self::unavailable("the queue", &err),
         }
+    }
+}
+
+/// `QUEUE_MAX_BACKLOG` reached: 503 with `Retry-After`, so a client (or a proxy) backs off instead of hammering.
+/// The count is left out of the answer: clients need not know how busy the workers are.
+impl IntoResponse for QueueFull {
+    fn into_response(self) -> Response {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!("too many tasks are waiting to run; try again in {RETRY_AFTER_SECS} seconds"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        response
     }
 }

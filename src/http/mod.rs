@@ -1,6 +1,7 @@
 //! The HTTP side: routes, extractors, middleware and the JSON error body they share.
 
 pub mod access_log;
+pub mod api_token;
 pub mod deadline;
 pub mod error;
 pub mod extract;

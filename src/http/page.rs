@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::ApiForm;
 use super::request_id::RequestId;
-use crate::csrf::{COOKIE_NAME, CsrfError};
+use crate::csrf::{self, CsrfError};
 use crate::state::AppState;
 use crate::tasks::queue::{HEARTBEAT_STALE_AFTER, now_ms};
 use crate::tasks::records::TaskSummary;
-use crate::tasks::{EnqueueError, InvalidTask, TaskSpec};
+use crate::tasks::{EnqueueError, InvalidTask, QueueFull, TaskSpec};
 
 #[derive(Serialize)]
 pub struct TaskRow {
@@ -83,7 +83,7 @@ fn check<T>(
 
 /// `GET /`: the stores' part comes from the shared snapshot (`page_snapshot.rs`); the CSRF token and the worker's
 /// age are the view's own.
-pub async fn status_page(State(state): State<AppState>) -> Response {
+pub async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let data = state
         .page_snapshot
         .get(&state.pool, &state.store, &state.queue)
@@ -144,7 +144,7 @@ pub async fn status_page(State(state): State<AppState>) -> Response {
             [
                 (
                     header::SET_COOKIE,
-                    format!("{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict"),
+                    csrf::set_cookie(&token, csrf::over_https(&headers)),
                 ),
                 (header::CACHE_CONTROL, "no-store".to_string()),
             ],
@@ -178,6 +178,8 @@ pub enum EnqueueFormError {
     #[error(transparent)]
     Invalid(#[from] InvalidTask),
     #[error(transparent)]
+    Full(#[from] QueueFull),
+    #[error(transparent)]
     Unavailable(#[from] EnqueueError),
 }
 
@@ -190,6 +192,7 @@ impl IntoResponse for EnqueueFormError {
                 "invalid_task",
                 err.to_string(),
             ),
+            Self::Full(err) => return err.into_response(),
             Self::Unavailable(err) => err.into(),
         }
         .into_response()
@@ -216,10 +219,11 @@ pub async fn enqueue_form(
 ) -> Result<Redirect, EnqueueFormError> {
     state.csrf.verify(
         form.csrf_token.as_deref(),
-        cookie(&headers, COOKIE_NAME),
+        cookie(&headers, csrf::cookie_name(csrf::over_https(&headers))),
         chrono::Utc::now().timestamp(),
     )?;
     let spec = TaskSpec::from_form(&form.kind, form.text, form.ms)?;
+    state.backlog.admit().await?;
     let request_id = request_id.as_ref().map(|Extension(id)| id.as_str());
     let record = state.enqueue(&spec, request_id).await?;
     tracing::info!(task_id = %record.id, kind = %record.kind, "task queued from the form");

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::request_id::RequestId;
 use crate::state::AppState;
-use crate::tasks::{EnqueueError, InvalidTask, TaskSpec};
+use crate::tasks::{EnqueueError, InvalidTask, QueueFull, TaskSpec};
 
 /// Longest `?wait=` accepted.
 pub const MAX_WAIT_SECS: f64 = 30.0;
@@ -39,6 +39,8 @@ pub enum CreateTaskError {
     #[error(transparent)]
     Invalid(#[from] InvalidTask),
     #[error(transparent)]
+    Full(#[from] QueueFull),
+    #[error(transparent)]
     Unavailable(#[from] EnqueueError),
 }
 
@@ -52,6 +54,7 @@ impl IntoResponse for CreateTaskError {
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, err.to_string())
             }
+            Self::Full(err) => return err.into_response(),
             Self::Unavailable(err) => err.into(),
         }
         .into_response()
@@ -62,13 +65,15 @@ pub fn task_location(id: Uuid) -> String {
     format!("/api/tasks/{id}")
 }
 
-/// `POST /api/tasks` → 202 with the queued task and its `Location`.
+/// `POST /api/tasks` → 202 with the queued task and its `Location`; 503 `queue_full` at `QUEUE_MAX_BACKLOG`
+/// (asked after validation, so a bad request still learns what is wrong with it).
 pub async fn create(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<Response, CreateTaskError> {
     let spec = TaskSpec::parse(&body.kind, &body.payload)?;
+    state.backlog.admit().await?;
     let request_id = request_id.as_ref().map(|Extension(id)| id.as_str());
     let record = state.enqueue(&spec, request_id).await?;
     tracing::info!(task_id = %record.id, kind = %record.kind, "task queued");

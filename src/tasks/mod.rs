@@ -1,6 +1,7 @@
 //! The Celery part: task kinds, their records in PostgreSQL, the Redis queue, the transitions between states, the
 //! worker and its periodic jobs. The contract is in this folder's README.
 
+pub mod backlog;
 mod enqueue_batch;
 pub mod kinds;
 pub mod lifecycle;
@@ -10,6 +11,7 @@ pub mod store;
 mod stream_ids;
 pub mod worker;
 
+pub use backlog::{Backlog, QueueFull};
 pub use enqueue_batch::EnqueueBatches;
 pub use kinds::{InvalidTask, TaskSpec};
 pub use lifecycle::{EnqueueError, Lifecycle};

@@ -5,8 +5,12 @@ mod helpers;
 mod servers;
 
 mod access_log;
+mod api_token;
+mod backlog;
 mod batching;
 mod compression;
+mod csrf_cookie;
+mod headers_once;
 mod health;
 mod page;
 mod tasks_api;

@@ -1,14 +1,18 @@
 """What every e2e phase shares: the settings run.sh passes, PASS/FAIL accounting, HTTP and Docker helpers, load.
 
-Environment (set by run.sh): E2E_REPO, E2E_DEV_PROJECT, E2E_LIVE_PROJECT, E2E_DEV_PORT, E2E_LIVE_PORT, E2E_TAG,
+Environment (set by run.sh): E2E_REPO, E2E_DEV_PROJECT, E2E_LIVE_PROJECT, E2E_DEV_PORT, E2E_LIVE_PORT (the live stack's
+HTTPS port), E2E_LIVE_HTTP_PORT (its HTTP port: redirects, ACME challenges), E2E_CA_FILE (the certificate the live
+stack serves, self-signed as the README makes it: the suite's trust anchor), E2E_TAG,
 E2E_TAG_NEXT, E2E_STATIC_DIR (collectstatic output, for manifest.json), E2E_LOG_DIR, SECRETS_DIR, POSTGRES_IMAGE,
-REDIS_IMAGE, E2E_PHASES (default "dev live backup swarm"; "watch" is opt-in: it needs watchexec and the musl target).
+REDIS_IMAGE, E2E_PHASES (default "dev live backup swarm acme"; "watch" is opt-in: it needs watchexec and the musl
+target).
 """
 
 import http.client
 import json
 import os
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -21,12 +25,16 @@ DEV_PROJECT = ENV["E2E_DEV_PROJECT"]
 LIVE_PROJECT = ENV["E2E_LIVE_PROJECT"]
 DEV_PORT = int(ENV["E2E_DEV_PORT"])
 LIVE_PORT = int(ENV["E2E_LIVE_PORT"])
+LIVE_HTTP_PORT = int(ENV["E2E_LIVE_HTTP_PORT"])
+CA_FILE = ENV["E2E_CA_FILE"]
+# Ports that speak TLS: request() talks HTTPS to these, trusting CA_FILE only (certificate and name verified).
+TLS_PORTS = {LIVE_PORT}
 TAG = ENV["E2E_TAG"]
 TAG_NEXT = ENV.get("E2E_TAG_NEXT", "")
 STATIC_DIR = ENV["E2E_STATIC_DIR"]
 LOG_DIR = ENV.get("E2E_LOG_DIR", "/tmp")
 SECRETS_DIR = ENV["SECRETS_DIR"]
-PHASES = ENV.get("E2E_PHASES", "dev live backup swarm").split()
+PHASES = ENV.get("E2E_PHASES", "dev live backup swarm acme").split()
 T0 = time.monotonic()
 
 passed = 0
@@ -67,8 +75,9 @@ class Resp:
         return f"<{self.status} {self.body[:160]!r}>"
 
 
-def request(port, method, path, body=None, headers=None, host=None, timeout=40.0):
-    """One HTTP/1.1 request to 127.0.0.1:port with full control of the Host header. Never raises."""
+def request(port, method, path, body=None, headers=None, host=None, timeout=40.0, tls=None):
+    """One HTTP/1.1 request to 127.0.0.1:port with full control of the Host header; HTTPS when the port is in
+    TLS_PORTS (or `tls` is an SSLContext). Never raises."""
     h = {"Host": host if host is not None else f"localhost:{port}"}
     h.update(headers or {})
     if body is not None and not isinstance(body, (bytes, str)):
@@ -77,7 +86,12 @@ def request(port, method, path, body=None, headers=None, host=None, timeout=40.0
     if isinstance(body, str):
         body = body.encode()
     started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if tls is None and port in TLS_PORTS:
+        tls = tls_context()
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         try:
             conn.request(method, path, body=body, headers=h)
@@ -91,6 +105,17 @@ def request(port, method, path, body=None, headers=None, host=None, timeout=40.0
         return Resp(error=f"{type(e).__name__}: {e}", elapsed=time.monotonic() - started)
     finally:
         conn.close()
+
+
+_contexts = {}
+
+
+def tls_context(ca_file=None):
+    """An SSLContext trusting only ca_file (default CA_FILE), made once per file."""
+    ca_file = ca_file or CA_FILE
+    if ca_file not in _contexts:
+        _contexts[ca_file] = ssl.create_default_context(cafile=ca_file)
+    return _contexts[ca_file]
 
 
 def security_headers():
@@ -175,6 +200,38 @@ def compose_env(extra=None):
         env.pop(name, None)
     env.update(extra or {})
     return env
+
+
+# The live stack's domain in the suite (besides localhost), and the HSTS a real domain would set.
+TEST_DOMAIN = "docker-sample.test"
+HSTS_VALUE = "max-age=63072000; includeSubDomains"
+
+
+def live_env_file():
+    """env/live.env as a user edits it for a domain: TEST_DOMAIN added to ALLOWED_HOSTS, HSTS on. Given to the
+    stack as LIVE_ENV_FILE: the same images serve it, nothing rebuilt."""
+    path = os.path.join(os.path.dirname(LOG_DIR), "live.env")
+    if not os.path.exists(path):
+        out = []
+        for line in open(os.path.join(REPO, "env", "live.env")).read().splitlines():
+            if line.startswith("ALLOWED_HOSTS="):
+                line += "," + TEST_DOMAIN
+            elif line.startswith("HSTS="):
+                line = "HSTS=" + HSTS_VALUE
+            out.append(line)
+        with open(path, "w") as f:
+            f.write("\n".join(out) + "\n")
+    return path
+
+
+def live_env(extra=None):
+    """What the suite's live stack runs with: its ports, secrets and env file; a rate limit far above the load the
+    suite makes from one address (the rate-limit check lowers it on purpose)."""
+    env = {"APP_VERSION": TAG, "SECRETS_DIR": SECRETS_DIR, "LIVE_HTTPS_PORT": str(LIVE_PORT),
+           "LIVE_HTTP_PORT": str(LIVE_HTTP_PORT), "LIVE_ENV_FILE": live_env_file(),
+           "RATE_LIMIT_TASKS": "2000r/s", "RATE_LIMIT_BURST": "2000"}
+    env.update(extra or {})
+    return compose_env(env)
 
 
 class Stack:

@@ -3,7 +3,9 @@
 nix/image-contract.nix fails the flake's evaluation unless the Nix images' config (user, entrypoint, cmd, env,
 exposed ports, workdir) equals nix/image.json and their labels are the OCI source/revision/version labels. This
 check holds the images the suite runs (the stand-ins, or with E2E_REAL_IMAGES=1 the loaded Nix images) to the same
-contract through `docker image inspect`, so a change on one side that the other misses fails.
+contract through `docker image inspect`, so a change on one side that the other misses fails. The httpd image's
+entry point, httpd-start, is also run inside the image: it must be there, run with the image's libraries, and its
+`check` (the compose healthcheck: render, then `nginx -t`) must pass on the shipped config.
 """
 
 import json
@@ -63,4 +65,29 @@ def check_image_contract():
         revision = have.get("org.opencontainers.image.revision", "")
         check(f"image contract: {ref} carries the flake's OCI labels", not wrong and bool(revision),
               f"wrong or missing: {wrong}, revision={revision!r}")
+        if section == "static":
+            check_launcher(ref, layout[section])
     log("image contract: checked against nix/image.json, the file nix/image-contract.nix holds the Nix images to")
+
+
+def check_launcher(ref, spec):
+    """httpd-start in the httpd image: the entry point, and it runs there (no network: `nginx -t` resolves nothing)."""
+    launcher, config = spec["launcher"], spec["config"]
+    check(f"image contract: {ref} entry point is {launcher} (nix/image.json static.launcher)",
+          spec["entrypoint"][:1] == [launcher], json.dumps(spec["entrypoint"]))
+
+    def run(*args):
+        try:
+            return subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", launcher, ref, *args],
+                                  capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired as e:
+            return subprocess.CompletedProcess(e.cmd, -1, "", f"timed out after {e.timeout} s")
+
+    p = run("check", config)
+    check(f"image contract: {ref}: `{launcher} check {config}` (the healthcheck: render, nginx -t) passes",
+          p.returncode == 0, f"exit {p.returncode}: {p.stderr.strip()[-1500:]}")
+    p = run("render", config)
+    rendered = [line for line in p.stdout.splitlines() if line.rstrip().endswith("# SUBST:hosts")]
+    check(f"image contract: {ref}: `{launcher} render {config}` fills in the allowed hosts",
+          p.returncode == 0 and bool(rendered) and all("server_name localhost 127.0.0.1 [::1];" in line for line in rendered),
+          f"exit {p.returncode}: {rendered or p.stderr.strip()[-1500:]}")

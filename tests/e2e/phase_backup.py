@@ -2,19 +2,20 @@
 back with its result and the tasks queued at backup time are done by the worker; refusals change nothing."""
 
 import os
+import subprocess
 import time
 
+from day2 import CLEAN_ENV, check_recorded, recorded_deployment
 from harness import (
     LIVE_FILE,
     LIVE_PORT,
     LIVE_PROJECT,
     LOG_DIR,
     REPO,
-    SECRETS_DIR,
     Stack,
     TAG,
     check,
-    compose_env,
+    live_env,
     get_task,
     log,
     post_task,
@@ -30,8 +31,10 @@ SCRIPT = os.path.join(REPO, "scripts", "backup.sh")
 
 
 def backup_cmd(env, *args, timeout=300):
+    """`scripts/backup.sh ARGS` as the README writes it, from the repository root."""
     t = time.monotonic()
-    p = run(["bash", SCRIPT, *args], timeout=timeout, env=env)
+    p = subprocess.run(["scripts/backup.sh", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=timeout)
     return p, time.monotonic() - t
 
 
@@ -55,18 +58,34 @@ def post_many(port, n, tag):
     return ids
 
 
+def first_deploy(env):
+    """The stack started the README's way, `scripts/deploy.sh VERSION`, which records it for the day-2 commands."""
+    t = time.monotonic()
+    p = run(["bash", os.path.join(REPO, "scripts", "deploy.sh"), TAG], timeout=400, env=env)
+    return check("backup: `scripts/deploy.sh` (first deploy) returns with the stack healthy, the backup service too",
+                 p.returncode == 0, f"{time.monotonic() - t:.1f}s" if p.returncode == 0 else p.stderr.strip()[-1500:])
+
+
 def phase_backup():
+    with recorded_deployment():
+        backup_phase()
+
+
+def backup_phase():
     # BACKUP_DIR: a host directory, so the backups outlive `down --volumes` (the named volume would not).
     backup_dir = os.path.join(os.path.dirname(LOG_DIR), "backups")
     os.makedirs(backup_dir, exist_ok=True)
     os.chmod(backup_dir, 0o777)  # written by the image's postgres user (uid 999)
-    env = compose_env({"APP_VERSION": TAG, "LIVE_HTTP_PORT": str(LIVE_PORT), "SECRETS_DIR": SECRETS_DIR,
-                       "BACKUP_DIR": backup_dir, "COMPOSE_PROJECT_NAME": LIVE_PROJECT, "COMPOSE_FILE": LIVE_FILE})
+    env = live_env({"BACKUP_DIR": backup_dir, "COMPOSE_PROJECT_NAME": LIVE_PROJECT, "COMPOSE_FILE": LIVE_FILE})
     stack = Stack(LIVE_PROJECT, LIVE_FILE, env)
     port = LIVE_PORT
     log(f"backup: live stack with BACKUP_DIR={backup_dir} (project {LIVE_PROJECT})")
-    if not up(stack, "first"):
+    if not first_deploy(env):
+        stack.save_logs("backup-up-first")
         return
+    check_recorded(stack, TAG)
+    # From here on, scripts/backup.sh runs as the README writes it: nothing exported, compose/.env says the rest.
+    env = CLEAN_ENV
 
     done_ids = post_many(port, DONE_TASKS, "done")
     results = wait_tasks_done(port, done_ids, timeout=180)

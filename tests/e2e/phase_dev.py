@@ -21,7 +21,7 @@ from harness import (
 
 
 def phase_dev():
-    env = compose_env({"APP_VERSION": TAG, "DEV_HTTP_PORT": str(DEV_PORT)})
+    env = compose_env({"DEV_VERSION": TAG, "DEV_HTTP_PORT": str(DEV_PORT)})
     dev = Stack(DEV_PROJECT, DEV_FILE, env)
     port = DEV_PORT
     log(f"dev: docker compose -f compose/dev.yml up --wait (project {DEV_PROJECT}, port {port})")

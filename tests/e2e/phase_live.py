@@ -1,11 +1,16 @@
 """The live stack: compose/live.yml through nginx, hardening, bad input, then the faults and the deploy."""
 
 import json
+import os
 import socket
 import time
 import uuid
 
+from day2 import check_recorded, day2_commands, first_deploy_curls, recorded_deployment, run_down
 from deploy import deploy_and_rollback
+from abuse_limits import queue_backlog, rate_limit
+from edge_checks import domain_at_run_time, refused_certificate, tls_and_redirect
+from observatory import check as observatory_check
 from faults import (
     fault_app_replaced,
     fault_db_restart,
@@ -15,14 +20,16 @@ from faults import (
     fault_two_workers,
 )
 from harness import (
+    CA_FILE,
+    SECRETS_DIR,
+    LIVE_HTTP_PORT,
     LIVE_FILE,
     LIVE_PORT,
     LIVE_PROJECT,
-    SECRETS_DIR,
     Stack,
     TAG,
     check,
-    compose_env,
+    live_env,
     get_task,
     headers_once,
     inspect,
@@ -88,10 +95,16 @@ def live_hardening(live):
                 binds.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}")
         if binds:
             published.setdefault(svc, []).extend(binds)
-    only_edge = set(published) == {"edge"} and len(published["edge"]) == 1 and all(
+    only_edge = set(published) == {"edge"} and len(published["edge"]) == 2 and all(
         b.startswith("127.0.0.1:") for b in published.get("edge", []))
-    check("live: only the edge publishes a port, on 127.0.0.1; httpd, app, db and redis publish none",
+    check("live: only the edge publishes ports (HTTPS and HTTP), on 127.0.0.1; httpd, app, db and redis none",
           only_edge, f"published: {published}")
+    bad_logs = [i["Name"].lstrip("/") for i in infos
+                if (i["HostConfig"].get("LogConfig") or {}).get("Type") != "json-file"
+                or not (i["HostConfig"]["LogConfig"].get("Config") or {}).get("max-size")
+                or not (i["HostConfig"]["LogConfig"].get("Config") or {}).get("max-file")]
+    check("live: every container's log rotates (json-file with max-size and max-file)", not bad_logs,
+          f"{len(infos)} containers; bad: {bad_logs}")
     # The engine's default ports are not reachable on the host's loopback through Docker (nothing published).
     details = []
     for svc, cport in (("db", 5432), ("redis", 6379)):
@@ -118,7 +131,7 @@ def live_basics(live, port):
     sec = security_headers()
     bad = headers_once(r, {**sec, "x-request-id": None})
     check(f"live: a proxied answer (/) has each of the {len(sec)} security headers and X-Request-Id exactly once",
-          not bad and len(sec) == 6, f"wrong: {bad or 'none'}")
+          not bad and len(sec) == 9, f"wrong: {bad or 'none'}")
 
     plain, hashed = manifest_names()
     r = request(port, "GET", f"/static/{hashed}", headers={"Accept-Encoding": "gzip"})
@@ -177,8 +190,9 @@ def live_bad_input(port):
     body = b'{"kind":"wordcount","payload":{"text":"' + b"x" * (1536 * 1024) + b'"}}'
     r = request(port, "POST", "/api/tasks", body, headers={"Content-Type": "application/json"})
     check("live: oversize body (1.5 MiB) through nginx -> 413", r.status == 413, repr(r))
-    bad = headers_once(r, {**security_headers(), "x-request-id": None})
-    check("live: nginx's own 413 has the security headers and X-Request-Id once each", r.status == 413 and not bad,
+    bad = headers_once(r, security_headers())
+    check("live: the edge's own 413 (it holds MAX_BODY_BYTES first) has the security headers once each",
+          r.status == 413 and not bad,
           f"wrong: {bad or 'none'}")
     r = request(port, "GET", "/", host="evil.example.com")
     check("live: unknown Host is rejected", r.status is None or 400 <= r.status < 500,
@@ -195,7 +209,12 @@ def live_bad_input(port):
 
 
 def phase_live():
-    env = compose_env({"APP_VERSION": TAG, "LIVE_HTTP_PORT": str(LIVE_PORT), "SECRETS_DIR": SECRETS_DIR})
+    with recorded_deployment():
+        live_phase()
+
+
+def live_phase():
+    env = live_env()
     live = Stack(LIVE_PROJECT, LIVE_FILE, env)
     port = LIVE_PORT
     log(f"live: docker compose -f compose/live.yml up --wait (project {LIVE_PROJECT}, port {port})")
@@ -210,6 +229,12 @@ def phase_live():
         ("basics", lambda: live_basics(live, port)),
         ("hardening", lambda: live_hardening(live)),
         ("bad input", lambda: live_bad_input(port)),
+        ("tls and redirect", lambda: tls_and_redirect(live)),
+        ("observatory", lambda: observatory_check(port, LIVE_HTTP_PORT, host="localhost", ca_file=CA_FILE)),
+        ("refused certificate", refused_certificate),
+        ("domain at run time", domain_at_run_time),
+        ("rate limit", lambda: rate_limit(live)),
+        ("queue backlog", lambda: queue_backlog(live)),
         ("fault db restart", lambda: fault_db_restart(live, port)),
         ("fault redis restart", lambda: fault_redis_restart(live, port)),
         ("fault kill tasks", lambda: fault_kill_tasks(live, port)),
@@ -231,6 +256,9 @@ def phase_live():
         deploy_and_rollback(live, port, old_task)
     except Exception as e:
         check("live: deploy and rollback ran to the end", False, f"{type(e).__name__}: {e}")
+    check_recorded(live, TAG)
+    first_deploy_curls(os.path.dirname(SECRETS_DIR), LIVE_PORT, LIVE_HTTP_PORT)
+    day2_commands(live)
 
     secrets = read_secrets()
     blob_inspect = "".join(run(["docker", "inspect", c]).stdout for c in live.containers())
@@ -243,5 +271,6 @@ def phase_live():
     follower.terminate()
     follower.wait(30)
     log(f"live: logs saved to {path} (every replica's, removed ones too: live-all.log)")
+    run_down(live)
     p = live.compose("down", "--volumes", "--remove-orphans", timeout=180)
     check("live: `down --volumes` removes the stack", p.returncode == 0, p.stderr.strip()[-300:] if p.returncode else "")

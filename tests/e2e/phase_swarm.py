@@ -15,8 +15,10 @@ from harness import (
     SECRETS_DIR,
     TAG,
     TAG_NEXT,
+    TLS_PORTS,
     check,
     get_task,
+    live_env_file,
     log,
     post_task,
     run,
@@ -173,8 +175,10 @@ def phase_swarm():
     try:
         node = run(["docker", "info", "--format", "{{.Swarm.NodeID}}"]).stdout.strip()
         run(["docker", "node", "update", "--label-add", "docker-sample.data=true", node], check_rc=True)
-        env = dict(ENV, APP_VERSION=TAG, REGISTRY="docker-sample", SECRETS_DIR=SECRETS_DIR, EDGE_PORT=str(port),
-                   EDGE_PUBLISH_MODE="host")
+        env = dict(ENV, APP_VERSION=TAG, REGISTRY="docker-sample", SECRETS_DIR=SECRETS_DIR,
+                   EDGE_HTTPS_PORT=str(port), EDGE_PORT=str(free_port()), EDGE_PUBLISH_MODE="host",
+                   LIVE_ENV_FILE=live_env_file(), RATE_LIMIT_TASKS="2000r/s", RATE_LIMIT_BURST="2000")
+        TLS_PORTS.add(port)  # HTTPS, with the README's certificate as in the Compose stack
         t = time.monotonic()
         p = run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", STACK_FILE, STACK], env=env,
                 timeout=300)

@@ -140,7 +140,7 @@ def phase_watch():
     tree = os.path.join(work, "watch-tree")
     copy_tree(tree)
     env = compose_env({
-        "APP_VERSION": TAG, "DEV_HTTP_PORT": str(DEV_PORT), "COMPOSE_PROJECT_NAME": DEV_PROJECT,
+        "DEV_VERSION": TAG, "DEV_HTTP_PORT": str(DEV_PORT), "COMPOSE_PROJECT_NAME": DEV_PROJECT,
         "CARGO_TARGET_DIR": os.path.join(REPO, "target"), "WATCH_BIN_DIR": os.path.join(work, "watch-bin"),
         "CARGO_TERM_COLOR": "never",
     })

@@ -7,9 +7,9 @@
 # redis-server, and nginx 1.30 (the stand-in images are made from them). .ci/e2e.sh installs all of that on a bare
 # Debian. nginx is built from source once by .ci/nginx.sh (about a minute; set NGINX_SRC to an nginx 1.30.x source
 # tarball from nginx.org when it asks), or given as NGINX=path.
-# Steps: `cargo build --release --bin app` (a no-op when up to date), stand-in images (tests/e2e/standins.sh: test
-# doubles of docker-sample/app and docker-sample/httpd, which the Nix flake builds for real, and of the official
-# postgres and redis images), then tests/e2e/suite.py against compose/dev.yml and compose/live.yml.
+# Steps: `cargo build --release --bin app --bin httpd-start` (a no-op when up to date), stand-in images
+# (tests/e2e/standins.sh: test doubles of docker-sample/app and docker-sample/httpd, which the Nix flake builds for
+# real, and of the official postgres and redis images), then tests/e2e/suite.py against compose/dev.yml and compose/live.yml.
 # Everything it creates (containers, networks, volumes, images, temp files) is removed at the end, also on failure
 # or Ctrl-C. Prints PASS/FAIL per check, then `N passed, M failed`; exits non-zero on any failure.
 #
@@ -18,8 +18,9 @@
 #   NGINX=path           the nginx binary of the httpd stand-in instead of the one .ci/nginx.sh builds
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev live backup swarm"  which phases to run (the default; add "watch" for the watch mode)
-#   E2E_DEV_PORT / E2E_LIVE_PORT   host ports (default 8000 / 8001, or a free port when taken)
+#   E2E_PHASES="dev live backup swarm acme"  which phases to run (the default; add "watch" for the watch mode)
+#   E2E_DEV_PORT / E2E_LIVE_PORT / E2E_LIVE_HTTP_PORT   host ports (default 8000 / 8443 (HTTPS) / 8001, or a free
+#                        port when taken)
 #   E2E_KEEP=1           debugging only: leave the live stack and images in place (prints how to remove them)
 set -uo pipefail
 
@@ -53,6 +54,8 @@ fi
 command -v python3 >/dev/null || missing+=("python3")
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=("PostgreSQL 15 (apt-get install postgresql-15)")
 [ -x /usr/bin/redis-server ] || missing+=("redis-server (apt-get install redis-server)")
+[ -x /usr/bin/lego ] || missing+=("lego (apt-get install lego: the acme service's stand-in)")
+[ -x /usr/bin/pebble ] || missing+=("pebble (apt-get install pebble: the ACME test CA)")
 if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("cargo (rustup)"); fi
 if [ ${#missing[@]} -gt 0 ]; then
     for m in "${missing[@]}"; do ko "prerequisite missing: $m"; done
@@ -69,6 +72,9 @@ if [ "${E2E_REAL_IMAGES:-0}" != 1 ]; then
     fi
     export NGINX
 fi
+# Mozilla's HTTP Observatory scanner (tests/e2e/observatory.py): npm ci of its pinned tree into target/observatory,
+# once. Without it the suite's observatory checks fail and say what to install.
+bash "$here/observatory/install.sh" >/dev/null || say "the Observatory scanner could not be installed (above); its checks will fail"
 ok "prerequisites: docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(docker compose version --short 2>/dev/null | sed 's/^/compose /')"
 
 # ---- names of everything this run creates ---------------------------------------------------------------------
@@ -78,6 +84,7 @@ export STANDIN_TAG="${version}-e2e.${run_id}"
 export E2E_TAG=$STANDIN_TAG E2E_TAG_NEXT="${STANDIN_TAG}-next"
 export POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker-sample-test/postgres:15}
 export REDIS_IMAGE=${REDIS_IMAGE:-docker-sample-test/redis:7}
+export LEGO_IMAGE=${LEGO_IMAGE:-docker-sample-test/lego:4.9} PEBBLE_IMAGE=${PEBBLE_IMAGE:-docker-sample-test/pebble:2.4}
 export E2E_DEV_PROJECT="dse2e${run_id}dev" E2E_LIVE_PROJECT="dse2e${run_id}live"
 export E2E_REPO=$repo
 work=$(mktemp -d "/tmp/e2e-${run_id}.XXXX")
@@ -93,8 +100,9 @@ pick_port() { # preferred port, else a free one
     python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
 }
 export E2E_DEV_PORT=${E2E_DEV_PORT:-$(pick_port 8000)}
-export E2E_LIVE_PORT=${E2E_LIVE_PORT:-$(pick_port 8001)}
-say "e2e run $run_id: projects $E2E_DEV_PROJECT / $E2E_LIVE_PROJECT, ports dev $E2E_DEV_PORT live $E2E_LIVE_PORT, tag $E2E_TAG, work dir $work"
+export E2E_LIVE_PORT=${E2E_LIVE_PORT:-$(pick_port 8443)}              # HTTPS
+export E2E_LIVE_HTTP_PORT=${E2E_LIVE_HTTP_PORT:-$(pick_port 8001)}    # HTTP: redirect, ACME challenges
+say "e2e run $run_id: projects $E2E_DEV_PROJECT / $E2E_LIVE_PROJECT, ports dev $E2E_DEV_PORT live https $E2E_LIVE_PORT http $E2E_LIVE_HTTP_PORT, tag $E2E_TAG, work dir $work"
 
 compose_down() { # project file
     APP_VERSION=$E2E_TAG SECRETS_DIR=$SECRETS_DIR docker compose -p "$1" -f "$2" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
@@ -143,7 +151,7 @@ cleanup() {
         left+=$(docker network ls -q --filter "label=com.docker.compose.project=$p")
         left+=$(docker volume ls -q --filter "label=com.docker.compose.project=$p")
     done
-    left+=$(ours; docker images -q "$POSTGRES_IMAGE" "$REDIS_IMAGE" 2>/dev/null)
+    left+=$(ours; docker images -q "$POSTGRES_IMAGE" "$REDIS_IMAGE" "$LEGO_IMAGE" "$PEBBLE_IMAGE" 2>/dev/null)
     if [ -z "$left" ]; then ok "cleanup: no container, network, volume or image of this run is left"; else ko "cleanup: left behind: $left"; fi
     if [ "$fail" -gt 0 ] && [ -n "$(ls -A "$E2E_LOG_DIR" 2>/dev/null)" ]; then
         keep="/tmp/e2e-logs-$run_id"
@@ -162,11 +170,12 @@ if [ -n "${E2E_APP_BIN:-}" ]; then
     export APP_BIN=$E2E_APP_BIN
 else
     export APP_BIN="$repo/target/release/app"
-    if cargo build --release --bin app >"$work/cargo.log" 2>&1; then
-        ok "cargo build --release --bin app"
+    # httpd-start (the httpd image's entry point) lands beside the app, where standins.sh takes it from.
+    if cargo build --release --bin app --bin httpd-start >"$work/cargo.log" 2>&1; then
+        ok "cargo build --release --bin app --bin httpd-start"
     else
         tail -n 40 "$work/cargo.log"
-        ko "cargo build --release --bin app"
+        ko "cargo build --release --bin app --bin httpd-start"
         exit 1
     fi
 fi
@@ -185,7 +194,7 @@ step_time stand-ins
 # Version N+1 for the deploy tests: with the flake's images, the same images under another tag; with stand-ins,
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
 # must keep serving through, and that N's `migrate` must leave alone on rollback). Only the app crate compiles.
-if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev live backup swarm}"; then
+if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev live backup swarm acme}"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
     next_src="$work/next-src"
@@ -217,12 +226,16 @@ else
     step_start
 fi
 "$APP_BIN" collectstatic "$E2E_STATIC_DIR" >/dev/null || { ko "app collectstatic"; exit 1; }
-# Secrets as README "Live deployment" creates them: a private directory, files readable inside the containers.
-mkdir -m 700 "$SECRETS_DIR"
-for name in postgres_password redis_password secret_key; do
-    python3 -c 'import secrets;print(secrets.token_hex(32))' > "$SECRETS_DIR/$name"
-    chmod 644 "$SECRETS_DIR/$name"
-done
+# Secrets made by README "Live deployment"'s own commands (its first code block, run as written from the work
+# directory, so that `secrets/` is $SECRETS_DIR): a private directory, files readable inside the containers, and
+# the self-signed TLS pair, which is also the suite's trust anchor.
+python3 "$here/readme_blocks.py" secrets >"$work/secrets.sh" || { ko "README: the secrets block of Live deployment"; exit 1; }
+if (cd "$work" && bash -e "$work/secrets.sh") >"$work/secrets.log" 2>&1; then
+    ok "README's secrets commands, run as written: $(ls "$SECRETS_DIR" | tr '\n' ' ')"
+else
+    tail -n 20 "$work/secrets.log"; ko "README's secrets commands, run as written"; exit 1
+fi
+export E2E_CA_FILE="$SECRETS_DIR/tls.crt"
 step_time "secrets, static files"
 
 # ---- the suite ---------------------------------------------------------------------------------------------------

@@ -3,15 +3,19 @@
 # registry). They are test doubles only: the real docker-sample/app and docker-sample/httpd images are built by the
 # Nix flake (nix2container), and production runs the official postgres and redis images.
 #
-#   tests/e2e/standins.sh build    build the four images below (prints what it built)
+#   tests/e2e/standins.sh build    build the images below (prints what it built)
 #   tests/e2e/standins.sh remove   remove them again
 #
 # Environment (run.sh sets these; the defaults suit a manual run from the repository root):
 #   APP_BIN         the cargo-built binary                 (default target/release/app)
+#   HTTPD_START_BIN the httpd stand-in's entry point       (default: httpd-start beside APP_BIN, else
+#                   target/release/httpd-start)
 #   NGINX           the nginx binary of the httpd stand-in (default: built by .ci/nginx.sh, the image's version)
 #   STANDIN_TAG     tag of the app and httpd stand-ins     (default: the version in Cargo.toml)
 #   POSTGRES_IMAGE  name:tag of the postgres stand-in      (default docker-sample-test/postgres:15)
 #   REDIS_IMAGE     name:tag of the redis stand-in         (default docker-sample-test/redis:7)
+#   LEGO_IMAGE      name:tag of the lego stand-in          (default docker-sample-test/lego:4.9)
+#   PEBBLE_IMAGE    name:tag of the pebble stand-in        (default docker-sample-test/pebble:2.4)
 #   E2E_REAL_IMAGES=1  no stand-ins for app and httpd: tag the images the flake built and `docker load`ed
 #                   (docker-sample/app:<version>, docker-sample/httpd:<version>) as STANDIN_TAG instead
 #
@@ -20,7 +24,8 @@
 #                            workdir): /bin/app (+ the glibc libraries it links, copied from this machine),
 #                            /etc/passwd, /etc/group, CA certificates, /tmp 1777. No shell.
 #   docker-sample/httpd:TAG  staticlayer: nginx 1.30 (the image's version, built from source by .ci/nginx.sh) at
-#                            /bin/nginx (+ the libraries it links), nix/nginx.conf at /etc/nginx/nginx.conf,
+#                            /bin/nginx (+ the libraries it links, libssl included), the entry point httpd-start
+#                            (cargo-built) at /bin/httpd-start, nix/nginx.conf at /etc/nginx/nginx.conf,
 #                            `app collectstatic` output at /srv/static. No shell.
 #   POSTGRES_IMAGE           Debian's PostgreSQL 15 with an entrypoint honouring the official image's contract:
 #                            POSTGRES_USER / POSTGRES_PASSWORD(_FILE) / POSTGRES_DB / POSTGRES_INITDB_ARGS /
@@ -31,6 +36,10 @@
 #   REDIS_IMAGE              Debian's redis-server 7: arguments from the command line (`--requirepass`,
 #                            `--appendonly yes`, a leading `-` option implies redis-server), data in /data (WORKDIR),
 #                            user redis (uid 999), protected mode off like the official build, `redis-cli`, `sh`.
+#   LEGO_IMAGE               Debian's lego 4.9 laid out as the official goacme/lego image (/lego, /bin/sh, Alpine's
+#                            /var/tmp 1777) with the tools acme/acme.sh uses: the acme service (acme phase).
+#   PEBBLE_IMAGE             Debian's pebble 2.4, the ACME test CA, with a certificate made at build time for its
+#                            own HTTPS (/etc/pebble/cert.pem) and http-01 validated on port 8080 (acme phase).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,6 +51,8 @@ APP_BIN=${APP_BIN:-$repo/target/release/app}
 STANDIN_TAG=${STANDIN_TAG:-$version}
 POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker-sample-test/postgres:15}
 REDIS_IMAGE=${REDIS_IMAGE:-docker-sample-test/redis:7}
+LEGO_IMAGE=${LEGO_IMAGE:-docker-sample-test/lego:4.9}
+PEBBLE_IMAGE=${PEBBLE_IMAGE:-docker-sample-test/pebble:2.4}
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_LIB=/usr/lib/postgresql/15/lib
 PG_SHARE=/usr/share/postgresql/15
@@ -167,8 +178,17 @@ build_httpd() {
     if [ -z "${NGINX:-}" ]; then
         NGINX=$(bash "$repo/.ci/nginx.sh" | tail -n1) || { echo "standins: no nginx for the httpd stand-in" >&2; return 1; }
     fi
+    # The entry point: the httpd-start cargo built beside the app, else the tree's release build (a version N+1
+    # app built from a copy of the tree has none beside it; httpd-start is the same for both versions).
+    local launcher=${HTTPD_START_BIN:-}
+    if [ -z "$launcher" ]; then
+        launcher=$(dirname "$APP_BIN")/httpd-start
+        [ -x "$launcher" ] || launcher=$repo/target/release/httpd-start
+    fi
+    [ -x "$launcher" ] || { echo "standins: $launcher not found: cargo build --release --bin httpd-start" >&2; return 1; }
     base_rootfs "$root"
     add_binary "$root" "$NGINX" "$(json static.binary)"
+    add_binary "$root" "$launcher" "$(json static.launcher)"
     install -D -m 644 "$repo/$(json static.config_source)" "$root$(json static.config)"
     mkdir -p "$root$static"
     "$APP_BIN" collectstatic "$root$static" >/dev/null
@@ -319,10 +339,67 @@ EOF
         "LABEL org.opencontainers.image.description=e2e-stand-in-not-for-production"
 }
 
+# lego stand-in, laid out as the official goacme/lego image (Alpine): /lego (here Debian's lego 4.9, the CLI of v4),
+# ENTRYPOINT ["/lego"], runs as root unless told otherwise, /bin/sh with the few tools acme/acme.sh uses, CA
+# certificates, /tmp and /var/tmp 1777 (Alpine's modes: compose/live.yml's acme service relies on /var/tmp's for a
+# fresh volume), no /srv/acme.
+build_lego() {
+    local root=$1
+    base_rootfs "$root"
+    add_shell "$root"
+    add_binary "$root" /usr/bin/lego /lego
+    install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    mkdir -p "$root/var/tmp" "$root/srv"
+    chmod 1777 "$root/var/tmp"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > "$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+    import_rootfs "$root" "$LEGO_IMAGE" \
+        "USER root" "ENV PATH=/usr/local/bin:/usr/bin:/bin" 'ENTRYPOINT ["/lego"]' "EXPOSE 80/tcp" "WORKDIR /" \
+        "LABEL org.opencontainers.image.description=e2e-stand-in-not-for-production"
+}
+
+# pebble, the ACME test CA (Debian's pebble 2.4), for the acme phase: its own HTTPS (the ACME API on 14000, the
+# management API on 15000: /roots/0, /intermediates/0) with a certificate made here for the name `pebble` (the
+# service's name on the test network; also localhost and 127.0.0.1), at /etc/pebble/cert.pem: the CA file lego
+# must trust (LEGO_CA_CERTIFICATES). http-01 is validated on port 8080 (the edge's HTTP port in its container),
+# without pebble's random 0-15 s pause (PEBBLE_VA_NOSLEEP) and without its 5 % of refused nonces (lego retries
+# them, but a test should not depend on that). Validation stays real: PEBBLE_VA_ALWAYS_VALID is not set.
+# Debian's pebble 2.4 takes the port from its config file ("httpPort"), not from a command-line flag.
+build_pebble() {
+    local root=$1
+    base_rootfs "$root"
+    add_binary "$root" /usr/bin/pebble /usr/bin/pebble
+    mkdir -p "$root/etc/pebble"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=pebble \
+        -addext "subjectAltName=DNS:pebble,DNS:localhost,IP:127.0.0.1" \
+        -keyout "$root/etc/pebble/key.pem" -out "$root/etc/pebble/cert.pem" 2>/dev/null
+    chmod 644 "$root/etc/pebble/key.pem" "$root/etc/pebble/cert.pem"   # a test CA's throwaway key
+    cat > "$root/etc/pebble/config.json" <<'JSON'
+{
+  "pebble": {
+    "listenAddress": "0.0.0.0:14000",
+    "managementListenAddress": "0.0.0.0:15000",
+    "certificate": "/etc/pebble/cert.pem",
+    "privateKey": "/etc/pebble/key.pem",
+    "httpPort": 8080,
+    "tlsPort": 8443,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+JSON
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > "$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+    import_rootfs "$root" "$PEBBLE_IMAGE" \
+        "USER 65534:65534" "ENV PEBBLE_VA_NOSLEEP=1" "ENV PEBBLE_WFE_NONCEREJECT=0" \
+        'ENTRYPOINT ["/usr/bin/pebble", "-config", "/etc/pebble/config.json"]' "EXPOSE 14000/tcp" "EXPOSE 15000/tcp" \
+        "WORKDIR /" "LABEL org.opencontainers.image.description=e2e-stand-in-not-for-production"
+}
+
 cmd=${1:-build}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(postgres redis app httpd)
+[ ${#targets[@]} -gt 0 ] || targets=(postgres redis app httpd lego pebble)
 
 case $cmd in
 build)
@@ -340,14 +417,15 @@ remove)
     for t in "${targets[@]}"; do
         case $t in
             app) ref=$(app_ref) ;; httpd) ref=$(httpd_ref) ;; postgres) ref=$POSTGRES_IMAGE ;; redis) ref=$REDIS_IMAGE ;;
+            lego) ref=$LEGO_IMAGE ;; pebble) ref=$PEBBLE_IMAGE ;;
             *) echo "standins: unknown image $t" >&2; exit 2 ;;
         esac
         docker image rm -f "$ref" >/dev/null 2>&1 && echo "standins: removed $ref" || true
     done
     ;;
 refs)
-    echo "app=$(app_ref) httpd=$(httpd_ref) postgres=$POSTGRES_IMAGE redis=$REDIS_IMAGE"
+    echo "app=$(app_ref) httpd=$(httpd_ref) postgres=$POSTGRES_IMAGE redis=$REDIS_IMAGE lego=$LEGO_IMAGE pebble=$PEBBLE_IMAGE"
     ;;
 *)
-    echo "usage: $0 build|remove|refs [postgres redis app httpd]" >&2; exit 2 ;;
+    echo "usage: $0 build|remove|refs [postgres redis app httpd lego pebble]" >&2; exit 2 ;;
 esac
