@@ -44,6 +44,18 @@ if [ ${#pkgs[@]} -gt 0 ]; then
 fi
 timing "debian packages"
 
+# ---- cargo-auditable -------------------------------------------------------------------------------------------------
+# tests/e2e/run.sh builds the stand-ins' binaries with `cargo auditable build`, as the flake builds the images' (the crate
+# list image scanners read; the suite's image contract checks it). About a minute to build here, once.
+CARGO_AUDITABLE_VERSION=0.7.7
+[ -d "${HOME:-/root}/.cargo/bin" ] && PATH="${HOME:-/root}/.cargo/bin:$PATH"
+if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable --version >/dev/null 2>&1; then
+    echo "e2e.sh: installing cargo-auditable $CARGO_AUDITABLE_VERSION (cargo install --locked)"
+    cargo install --quiet --locked "cargo-auditable@$CARGO_AUDITABLE_VERSION" >/tmp/e2e-cargo-install.log 2>&1 \
+        || { tail -n 20 /tmp/e2e-cargo-install.log; die "cargo install cargo-auditable failed"; }
+fi
+timing "cargo-auditable"
+
 # ---- nginx for the httpd stand-in ----------------------------------------------------------------------------------
 if [ "${E2E_REAL_IMAGES:-0}" != 1 ]; then
     if [ -z "${NGINX:-}" ]; then

@@ -45,7 +45,7 @@ in
           echo "nginx -t: $conf"
           nginx -t -e stderr -c "$PWD/test.conf" > nginx-stdout.log
         done
-        touch $out
+        touch "$out"
       '';
 
   # `docker compose config -q` on the three stacks, as users run them: APP_VERSION is the
@@ -54,11 +54,11 @@ in
     pkgs.runCommand "compose-config" { nativeBuildInputs = [ pkgs.docker-compose ]; }
       ''
         export HOME=$TMPDIR APP_VERSION=${version} DEV_VERSION=${version}
-        cd ${composeSrc}
+        cd ${composeSrc} || exit 1
         for file in compose/dev.yml compose/live.yml compose/stack.yml; do
           docker-compose -f "$file" config -q
         done
-        touch $out
+        touch "$out"
       '';
 
   # The same formatter and dead-code check as CI (.ci/nix-checks.sh) and `nix fmt`.
@@ -71,9 +71,9 @@ in
         ];
       }
       ''
-        cd ${nixFiles}
+        cd ${nixFiles} || exit 1
         find . -name '*.nix' -exec nixfmt --check {} +
         deadnix --fail .
-        touch $out
+        touch "$out"
       '';
 }

@@ -85,7 +85,7 @@ let
   check =
     name: ok:
     assert ok;
-    pkgs.runCommand "image-contract-${name}" { } "touch $out";
+    pkgs.runCommand "image-contract-${name}" { } ''touch "$out"'';
 
   # Size budgets, in MiB of uncompressed layers (what `docker pull` unpacks; the registry stores
   # them gzipped). Estimates, to be lowered to the first real build's size plus ~10%: the app
@@ -116,10 +116,11 @@ let
         found=$(sed -E 's|^${builtins.storeDir}/[a-z0-9]{32}-||' "$closure/store-paths" \
           | grep -E '${toolchainNames}' | grep -vE -- '-(lib|libgcc)$' || true)
         if [ -n "$found" ]; then
-          echo "image-contract: the ${image} image's runtime closure holds a toolchain:" $found >&2
+          echo "image-contract: the ${image} image's runtime closure holds a toolchain:" >&2
+          echo "$found" >&2
           exit 1
         fi
-        touch $out
+        touch "$out"
       '';
 
   # Build-time: the sum of the image's layer sizes, from nix2container's image JSON.
@@ -133,7 +134,7 @@ let
         echo "image-contract: the ${image} image exceeds its budget of ${toString budgetsMiB.${image}} MiB (nix/image-contract.nix)" >&2
         exit 1
       fi
-      touch $out
+      touch "$out"
     '';
 in
 {

@@ -29,7 +29,7 @@ let
   # `app collectstatic`: the files nginx serves. The nginx image must not carry the app, so
   # the build fails if any output file refers to it.
   static = pkgs.runCommand "app-static-${version}" { disallowedRequisites = [ app ]; } ''
-    ${lib.getExe app} collectstatic $out
+    ${lib.getExe app} collectstatic "$out"
   '';
 
   # Files every image needs at / : the users, the name service switch and the writable
@@ -40,17 +40,17 @@ let
       u = spec.user;
     in
     pkgs.runCommand "${name}-base-root" { } ''
-      mkdir -p $out/etc ${lib.concatMapStringsSep " " (d: "$out${d}") spec.writable}
-      cat > $out/etc/passwd <<EOF
+      mkdir -p "$out/etc" ${lib.concatMapStringsSep " " (d: "\"$out${d}\"") spec.writable}
+      cat > "$out/etc/passwd" <<EOF
       root:x:0:0:root:/root:/sbin/nologin
       ${u.name}:x:${toString u.uid}:${toString u.gid}::${u.home}:/sbin/nologin
       EOF
-      cat > $out/etc/group <<EOF
+      cat > "$out/etc/group" <<EOF
       root:x:0:
       ${u.group}:x:${toString u.gid}:
       EOF
       # /etc/hosts (written by Docker) first, then DNS (Docker's resolver knows the service names).
-      echo 'hosts: files dns' > $out/etc/nsswitch.conf
+      echo 'hosts: files dns' > "$out/etc/nsswitch.conf"
       ${extra}
     '';
 
@@ -98,13 +98,13 @@ let
   };
 
   appBase = mkBaseRoot "app" appSpec ''
-    mkdir -p $out${dirOf appSpec.env.SSL_CERT_FILE}
-    ln -s ${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt $out${appSpec.env.SSL_CERT_FILE}
+    mkdir -p "$out${dirOf appSpec.env.SSL_CERT_FILE}"
+    ln -s ${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt "$out${appSpec.env.SSL_CERT_FILE}"
   '';
 
   appLink = pkgs.runCommand "app-root" { } ''
-    mkdir -p $out${dirOf appSpec.binary}
-    ln -s ${lib.getExe app} $out${appSpec.binary}
+    mkdir -p "$out${dirOf appSpec.binary}"
+    ln -s ${lib.getExe app} "$out${appSpec.binary}"
   '';
 
   applayer = buildImage {
@@ -127,8 +127,8 @@ let
   };
 
   nginxBase = mkBaseRoot "httpd" staticSpec ''
-    mkdir -p $out${dirOf staticSpec.binary}
-    ln -s ${lib.getExe nginx} $out${staticSpec.binary}
+    mkdir -p "$out${dirOf staticSpec.binary}"
+    ln -s ${lib.getExe nginx} "$out${staticSpec.binary}"
   '';
 
   # The image's entry point, httpd-start (src/bin/httpd-start: renders the nginx config from the
@@ -145,14 +145,14 @@ let
         meta.mainProgram = "httpd-start";
       }
       ''
-        install -D -m 755 ${app}/bin/httpd-start $out${staticSpec.launcher}
+        install -D -m 755 ${app}/bin/httpd-start "$out${staticSpec.launcher}"
       '';
 
   # The config is copied, not linked, so the top layer does not also carry the flake source.
   site = pkgs.runCommand "httpd-site" { } ''
-    mkdir -p $out${dirOf staticSpec.config} $out${dirOf staticSpec.static_root}
-    cp ${../. + "/${staticSpec.config_source}"} $out${staticSpec.config}
-    cp -r ${static} $out${staticSpec.static_root}
+    mkdir -p "$out${dirOf staticSpec.config}" "$out${dirOf staticSpec.static_root}"
+    cp ${../. + "/${staticSpec.config_source}"} "$out${staticSpec.config}"
+    cp -r ${static} "$out${staticSpec.static_root}"
   '';
 
   staticlayer = buildImage {
@@ -189,7 +189,7 @@ let
       ''
         export HOME=$TMPDIR
         skopeo --insecure-policy --tmpdir "$TMPDIR" copy \
-          nix:${image} docker-archive:$out:${image.imageName}:${image.imageTag}
+          nix:${image} "docker-archive:$out:${image.imageName}:${image.imageTag}"
       '';
 in
 {

@@ -46,6 +46,16 @@ let
     commonArgs
     // {
       inherit cargoArtifacts;
+      # `cargo auditable build` embeds the crate tree (name, version, source of every dependency)
+      # as zlib-compressed JSON in the binaries' `.dep-v0` section, which Trivy, grype and syft
+      # read: without it a scanner sees no crate in the image. nixpkgs' buildRustPackage does the
+      # same by default (a `cargo` wrapper adding `auditable`); here it is this one command, so the
+      # deps-only build, clippy and nextest stay plain cargo (clippy has a rustc wrapper of its
+      # own). cargo-auditable only wraps the workspace's rustc calls (RUSTC_WORKSPACE_WRAPPER),
+      # so cargoArtifacts are reused as they are. Not crane's `cargoWithProfile`: it would put
+      # the profile flag between `auditable` and `build`; crane's CARGO_PROFILE is `release`.
+      cargoBuildCommand = "cargo auditable build --release";
+      nativeBuildInputs = [ pkgs.cargo-auditable ];
       # The integration tests need PostgreSQL and Redis; they run once, in the nextest check.
       doCheck = false;
       # crane strips toolchain paths from the output (removeReferencesToRustToolchainHook);
@@ -71,6 +81,29 @@ in
     );
 
     app-fmt = craneLib.cargoFmt { inherit src; };
+
+    # The package's cargo-auditable data read back from both binaries by the e2e suite's reader
+    # (tests/e2e/audit_data.py): every crate at its Cargo.lock version and source, every edge one
+    # Cargo.lock records, nothing `cargo tree` compiles in for this system's target missing and
+    # nothing beyond `cargo metadata`'s resolve; cargo resolves from crane's vendored sources
+    # (mkCargoDerivation writes them into CARGO_HOME; no build artifacts needed).
+    app-audit-data = craneLib.mkCargoDerivation (
+      commonArgs
+      // {
+        pnameSuffix = "-audit-data";
+        cargoArtifacts = null;
+        doInstallCargoArtifacts = false;
+        nativeBuildInputs = [ pkgs.python3 ];
+        # The sandbox has no network; say so, so that cargo fails at once rather than retrying.
+        env = commonArgs.env // {
+          CARGO_NET_OFFLINE = "true";
+        };
+        buildPhaseCargoCommand = ''
+          python3 ${../tests/e2e/audit_data.py} --repo . ${app}/bin/app ${app}/bin/httpd-start
+        '';
+        installPhaseCommand = ''touch "$out"'';
+      }
+    );
 
     # Known vulnerabilities, from the pinned advisory-db input (the sandbox has no network).
     app-audit = craneLib.cargoAudit { inherit src advisory-db; };

@@ -24,18 +24,18 @@ let
   mkRoot =
     name: packages: dirs:
     pkgs.runCommand "${name}-standin-root" { } ''
-      mkdir -p $out/etc $out/tmp $out/var ${lib.concatMapStringsSep " " (d: "$out${d}") dirs}
-      ln -s /run $out/var/run
+      mkdir -p "$out/etc" "$out/tmp" "$out/var" ${lib.concatMapStringsSep " " (d: "\"$out${d}\"") dirs}
+      ln -s /run "$out/var/run"
       ln -s ${
         pkgs.buildEnv {
           name = "${name}-standin-bin";
           paths = packages;
           pathsToLink = [ "/bin" ];
         }
-      }/bin $out/bin
-      echo 'root:x:0:0:root:/root:/bin/sh' > $out/etc/passwd
-      echo '${name}:x:${toString uid}:${toString uid}:${name}:${lib.head dirs}:/bin/sh' >> $out/etc/passwd
-      printf 'root:x:0:\n${name}:x:${toString uid}:\n' > $out/etc/group
+      }/bin "$out/bin"
+      echo 'root:x:0:0:root:/root:/bin/sh' > "$out/etc/passwd"
+      echo '${name}:x:${toString uid}:${toString uid}:${name}:${lib.head dirs}:/bin/sh' >> "$out/etc/passwd"
+      printf 'root:x:0:\n${name}:x:${toString uid}:\n' > "$out/etc/group"
     '';
 
   mkPerms =

@@ -6,13 +6,20 @@ check holds the images the suite runs (the stand-ins, or with E2E_REAL_IMAGES=1 
 contract through `docker image inspect`, so a change on one side that the other misses fails. The httpd image's
 entry point, httpd-start, is also run inside the image: it must be there, run with the image's libraries, and its
 `check` (the compose healthcheck: render, then `nginx -t`) must pass on the shipped config.
+
+Both images' Rust binaries (/bin/app, /bin/httpd-start) are copied out and their cargo-auditable data (the crate list
+Trivy and grype read) is checked against Cargo.lock and `cargo tree` by audit_data.py: the stand-ins' binaries are
+built with `cargo auditable build` (run.sh), the Nix images' by the flake's crane build, which checks.app-audit-data
+holds to the same reader.
 """
 
 import json
 import os
 import re
 import subprocess
+import tempfile
 
+import audit_data
 from harness import REPO, TAG, check, log
 
 
@@ -50,6 +57,7 @@ def expected_labels():
 def check_image_contract():
     layout = json.load(open(os.path.join(REPO, "nix", "image.json")))
     labels = expected_labels()
+    cargo_cache = {}  # cargo tree and metadata once per target, for both images' binaries
     for section in ("app", "static"):
         ref = f"{layout[section]['image']}:{TAG}"
         p = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, text=True)
@@ -65,6 +73,8 @@ def check_image_contract():
         revision = have.get("org.opencontainers.image.revision", "")
         check(f"image contract: {ref} carries the flake's OCI labels", not wrong and bool(revision),
               f"wrong or missing: {wrong}, revision={revision!r}")
+        binary = layout[section]["binary" if section == "app" else "launcher"]
+        check_audit_data(ref, binary, cargo_cache)
         if section == "static":
             check_launcher(ref, layout[section])
     log("image contract: checked against nix/image.json, the file nix/image-contract.nix holds the Nix images to")
@@ -91,3 +101,24 @@ def check_launcher(ref, spec):
     check(f"image contract: {ref}: `{launcher} render {config}` fills in the allowed hosts",
           p.returncode == 0 and bool(rendered) and all("server_name localhost 127.0.0.1 [::1];" in line for line in rendered),
           f"exit {p.returncode}: {rendered or p.stderr.strip()[-1500:]}")
+
+
+def check_audit_data(ref, path, cargo_cache):
+    """The binary at `path` in the image carries cargo-auditable's crate list, and it matches Cargo.lock."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # The images have no shell: copy the file out of a created (never started) container. -L follows the Nix
+        # image's /bin/app -> /nix/store/… link inside the container's filesystem.
+        p = subprocess.run(["docker", "create", ref], capture_output=True, text=True)
+        if p.returncode == 0:
+            cid = p.stdout.strip()
+            try:
+                p = subprocess.run(["docker", "cp", "-L", f"{cid}:{path}", os.path.join(tmp, "bin")],
+                                   capture_output=True, text=True)
+            finally:
+                subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        if p.returncode == 0:
+            ok, detail = audit_data.check_binary(os.path.join(tmp, "bin"), REPO, cargo_cache)
+        else:
+            ok, detail = False, f"copying {path} out of the image: {p.stderr.strip()}"
+    check(f"image contract: {ref}: {path} carries cargo-auditable's crate list (.dep-v0), matching Cargo.lock and "
+          f"cargo's resolve", ok, detail)

@@ -7,7 +7,8 @@
 # redis-server, and nginx 1.30 (the stand-in images are made from them). .ci/e2e.sh installs all of that on a bare
 # Debian. nginx is built from source once by .ci/nginx.sh (about a minute; set NGINX_SRC to an nginx 1.30.x source
 # tarball from nginx.org when it asks), or given as NGINX=path.
-# Steps: `cargo build --release --bin app --bin httpd-start` (a no-op when up to date), stand-in images
+# Steps: `cargo auditable build --release --bin app --bin httpd-start` (a no-op when up to date; cargo-auditable
+# embeds the crate list scanners read, as the flake's build does, and the image contract checks it), stand-in images
 # (tests/e2e/standins.sh: test doubles of docker-sample/app and docker-sample/httpd, which the Nix flake builds for
 # real, and of the official postgres and redis images), then tests/e2e/suite.py against compose/dev.yml and compose/live.yml.
 # Everything it creates (containers, networks, volumes, images, temp files) is removed at the end, also on failure
@@ -57,6 +58,9 @@ command -v python3 >/dev/null || missing+=("python3")
 [ -x /usr/bin/lego ] || missing+=("lego (apt-get install lego: the acme service's stand-in)")
 [ -x /usr/bin/pebble ] || missing+=("pebble (apt-get install pebble: the ACME test CA)")
 if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("cargo (rustup)"); fi
+if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable --version >/dev/null 2>&1; then
+    missing+=("cargo-auditable (cargo install cargo-auditable --locked): the stand-ins' binaries carry its crate list, as the flake's do")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     for m in "${missing[@]}"; do ko "prerequisite missing: $m"; done
     say "(.ci/e2e.sh installs these on Debian)"
@@ -171,11 +175,11 @@ if [ -n "${E2E_APP_BIN:-}" ]; then
 else
     export APP_BIN="$repo/target/release/app"
     # httpd-start (the httpd image's entry point) lands beside the app, where standins.sh takes it from.
-    if cargo build --release --bin app --bin httpd-start >"$work/cargo.log" 2>&1; then
-        ok "cargo build --release --bin app --bin httpd-start"
+    if cargo auditable build --release --bin app --bin httpd-start >"$work/cargo.log" 2>&1; then
+        ok "cargo auditable build --release --bin app --bin httpd-start"
     else
         tail -n 40 "$work/cargo.log"
-        ko "cargo build --release --bin app --bin httpd-start"
+        ko "cargo auditable build --release --bin app --bin httpd-start"
         exit 1
     fi
 fi
@@ -208,7 +212,7 @@ else
     built="$repo/target/release/app"
     had_built=0
     [ -f "$built" ] && cp -p "$built" "$work/app-built" && had_built=1
-    if (cd "$next_src" && SQLX_OFFLINE=true CARGO_TARGET_DIR="$repo/target" cargo build --release --bin app) \
+    if (cd "$next_src" && SQLX_OFFLINE=true CARGO_TARGET_DIR="$repo/target" cargo auditable build --release --bin app) \
         >"$work/cargo-next.log" 2>&1; then
         cp "$built" "$work/app-next"
         [ "$had_built" = 1 ] && cp -p "$work/app-built" "$built"
