@@ -23,6 +23,7 @@ from harness import (
     post_task,
     run,
     wait_http,
+    wait_serving,
     wait_tasks_done,
 )
 
@@ -193,6 +194,9 @@ def phase_swarm():
               f"/readyz after {time.monotonic() - t:.1f} s; replicas {state}")
         if ready is None:
             return
+        # One 200 can come through the httpd replica that already resolved the app replicas; the other finds them
+        # at its next DNS lookup (2 s). Under load from the first moment, wait until every path answers.
+        check("swarm: every httpd replica serves (10 answers in a row) before the load starts", wait_serving(port))
         r = post_task(port, "wordcount", {"text": "swarm task before the update"})
         old_task = (r.json() or {}).get("id")
         for name, fn in (("rolling updates", lambda: rolling_updates(port, old_task)),
