@@ -1,5 +1,5 @@
 //! What each middleware layer of `app serve` costs a request, measured in-process: the app's own layers (the
-//! functions `startup::app` assembles) are stacked one by one around a trivial route (the `/healthz` handler),
+//! functions `http::router::app` assembles) are stacked one by one around a trivial route (the `/healthz` handler),
 //! and N requests are sent through each stack with `tower::ServiceExt::oneshot` on one thread. No sockets and no
 //! HTTP parsing, so the differences between rows are the layers alone. Each row is the best of 5 rounds, taken in
 //! turns, so that a busy machine disturbs every row alike.
@@ -33,7 +33,7 @@ enum Layer {
     Timeout,
 }
 
-/// Cumulative, in the order of `startup::app` from the outside in (the access log sits just inside the request
+/// Cumulative, in the order of `http::router::app` from the outside in (the access log sits just inside the request
 /// id, but is added last, as its own row). The first three rows are what a probe goes through.
 const STACKS: [(&str, &[Layer]); 8] = [
     ("route only", &[]),
@@ -46,7 +46,7 @@ const STACKS: [(&str, &[Layer]); 8] = [
     ("+ access line (JSON) = a page's stack", &[Layer::AccessLog]),
 ];
 
-/// The layers of `startup::app` in the same order.
+/// The layers of `http::router::app` in the same order.
 fn stack(layers: &[Layer]) -> Router {
     let has = |l: Layer| layers.contains(&l);
     let mut r = Router::new().route("/healthz", get(health::healthz));
@@ -66,7 +66,9 @@ fn stack(layers: &[Layer]) -> Router {
         ));
     }
     if has(Layer::Metrics) {
-        r = r.layer(middleware::from_fn(app::metrics::track_requests));
+        r = r.layer(middleware::from_fn(
+            app::http::request_metrics::track_requests,
+        ));
     }
     if has(Layer::AccessLog) {
         r = r.layer(middleware::from_fn(access_log::log));

@@ -1,16 +1,15 @@
-//! The `app` command line: one binary for every role (the sample's entrypoints and manage.py commands).
+//! The `app` command line: one binary for every role (the sample's entrypoints and manage.py commands), listed in
+//! [`Command`] and dispatched in [`dispatch`], one line each.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secrecy::ExposeSecret;
 
+use crate::commands::{check, collectstatic, healthcheck, migrate, wait};
 use crate::config::Settings;
-use crate::db::NewerMigrations;
-use crate::startup::Application;
-use crate::tasks::{Queue, TaskStore, worker::Worker};
-use crate::{assets, check, collectstatic, db, healthcheck, shutdown, telemetry, wait};
+use crate::startup::{Application, run_worker_until_stopped};
+use crate::{shutdown, telemetry};
 
 /// Exit status for an invalid configuration.
 pub const CONFIG_ERROR: u8 = 2;
@@ -72,114 +71,67 @@ pub fn run() -> ExitCode {
 
 async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Healthcheck { url, metrics } => {
-            let url = url.unwrap_or_else(|| healthcheck::default_url(metrics));
-            match healthcheck::check(&url).await {
-                Ok(status) => {
-                    println!("healthy: {url} answered {status}");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("unhealthy: {err}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Collectstatic { dir } => {
-            match collectstatic::collect(&assets::Assets::embedded(), &dir) {
-                Ok(collected) => {
-                    println!(
-                        "{} files written to {}",
-                        collected.files.len(),
-                        dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("collectstatic failed: {err}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        command => {
-            let settings = match Settings::from_env() {
-                Ok(settings) => settings,
-                Err(err) => {
-                    eprint!("{err}");
-                    return ExitCode::from(CONFIG_ERROR);
-                }
-            };
-            if let Command::Check = command {
-                check::print(&settings);
-                return ExitCode::SUCCESS;
-            }
-            let _log_writer = telemetry::init(settings.log_format);
-            match run_service(command, settings).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    tracing::error!(error = %format!("{err:#}"), "stopped with an error");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
-}
-
-/// MIGRATE_ON_START: `serve` and `tasks` apply the migrations before they start (under sqlx's advisory lock, so
-/// any number of replicas may start at once), for engines with no one-shot step before them (Docker Swarm).
-async fn migrate_on_start(settings: &Settings) -> anyhow::Result<()> {
-    if settings.migrate_on_start {
-        db::migrate(&db::pool(settings), NewerMigrations::Keep).await?;
-        tracing::info!("migrations applied (MIGRATE_ON_START)");
-    }
-    Ok(())
-}
-
-/// The commands that need the dependencies: each waits for them first, so no wrapper script is needed.
-async fn run_service(command: Command, settings: Settings) -> anyhow::Result<()> {
-    wait::wait_for_dependencies(&settings).await?;
-    match command {
-        Command::Wait => Ok(()),
+        Command::Healthcheck { url, metrics } => healthcheck::run(url, metrics).await,
+        Command::Collectstatic { dir } => collectstatic::run(&dir),
+        Command::Check => with_settings(|settings| check::run(&settings)),
+        Command::Wait => with_dependencies(async |_| Ok(())).await,
         Command::Migrate { refuse_newer } => {
-            let newer = if refuse_newer {
-                NewerMigrations::Refuse
-            } else {
-                NewerMigrations::Keep
-            };
-            db::migrate(&db::pool(&settings), newer).await?;
-            tracing::info!("migrations applied");
-            Ok(())
+            with_dependencies(async |settings| migrate::run(settings, refuse_newer).await).await
         }
         Command::Serve => {
-            migrate_on_start(&settings).await?;
-            Application::build(settings)
-                .await?
-                .run_until_stopped(shutdown::shutdown_signal())
-                .await
+            with_dependencies(async |settings| {
+                let application = Application::build(settings).await?;
+                application
+                    .run_until_stopped(shutdown::shutdown_signal())
+                    .await
+            })
+            .await
         }
         Command::Tasks => {
-            migrate_on_start(&settings).await?;
-            let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
-            let metrics = tokio::spawn(
-                axum::serve(
-                    metrics_listener,
-                    crate::metrics::router(crate::metrics::handle()),
-                )
-                .into_future(),
-            );
-            let queue =
-                Queue::connect(settings.redis_url.expose_secret(), &settings.queue.name).await?;
-            let worker = Worker::new(
-                TaskStore::new(db::worker_pool(&settings)),
-                queue,
-                settings.queue.clone(),
-            );
-            let result = worker
-                .run_until_stopped(shutdown::shutdown_signal(), settings.shutdown_timeout)
-                .await;
-            metrics.abort();
-            result
+            with_dependencies(async |settings| {
+                run_worker_until_stopped(settings, shutdown::shutdown_signal()).await
+            })
+            .await
         }
-        Command::Healthcheck { .. } | Command::Collectstatic { .. } | Command::Check => Ok(()),
+    }
+}
+
+/// The configuration, or every problem in it listed and the exit status [`CONFIG_ERROR`].
+fn load_settings() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|err| {
+        eprint!("{err}");
+        ExitCode::from(CONFIG_ERROR)
+    })
+}
+
+/// Runs `command` with the configuration.
+fn with_settings(command: impl FnOnce(Settings)) -> ExitCode {
+    match load_settings() {
+        Ok(settings) => {
+            command(settings);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The commands that need PostgreSQL and Redis: each logs as configured and waits for both first, so no wrapper
+/// script is needed.
+async fn with_dependencies(command: impl AsyncFnOnce(Settings) -> anyhow::Result<()>) -> ExitCode {
+    let settings = match load_settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let _log_writer = telemetry::init(settings.log_format);
+    let result = match wait::wait_for_dependencies(&settings).await {
+        Ok(()) => command(settings).await,
+        Err(err) => Err(err.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "stopped with an error");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -41,28 +41,45 @@ fn lazy_pool(settings: &Settings, options: PgConnectOptions) -> PgPool {
 pub struct KeptConnection {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
+    /// `conn` was taken from the pool by the last [`Self::get`].
+    fresh: bool,
 }
 
 impl KeptConnection {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, conn: None }
+        Self {
+            pool,
+            conn: None,
+            fresh: false,
+        }
     }
 
-    /// The kept connection, taken from the pool (and checked) when there is none; `true` when it was just taken.
-    /// A query that fails on a connection that was not just taken is worth trying once more, after [`Self::failed`].
-    pub async fn get(&mut self) -> Result<(&mut PgConnection, bool), sqlx::Error> {
-        let fresh = self.conn.is_none();
+    /// The kept connection, taken from the pool (and checked) when there is none.
+    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.fresh = self.conn.is_none();
         let conn = match &mut self.conn {
             Some(conn) => conn,
             none => none.insert(self.pool.acquire().await?),
         };
-        Ok((&mut **conn, fresh))
+        Ok(&mut **conn)
     }
 
-    /// After a failed query: the connection goes back to the pool (closed there if broken); the next `get` takes
-    /// another.
-    pub fn failed(&mut self) {
+    /// After a query on [`Self::get`]'s connection failed with `err`: the connection goes back to the pool (closed
+    /// there if broken). `Ok` says to try the query once more, on a fresh connection: the kept one may have been
+    /// broken meanwhile (a PostgreSQL restart), which only a query finds out. `Err(err)` when the connection was
+    /// just taken, so there is nothing to try again:
+    ///
+    /// ```text
+    /// let rows = loop {
+    ///     match query.fetch_all(kept.get().await?).await {
+    ///         Ok(rows) => break rows,
+    ///         Err(err) => kept.failed(err)?,
+    ///     }
+    /// };
+    /// ```
+    pub fn failed(&mut self, err: sqlx::Error) -> Result<(), sqlx::Error> {
         self.conn = None;
+        if self.fresh { Err(err) } else { Ok(()) }
     }
 }
 
@@ -130,6 +147,16 @@ pub async fn migrate(
     let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
     migrator.set_ignore_missing(true);
     migrator.run(pool).await
+}
+
+/// MIGRATE_ON_START: `serve` and `tasks` apply the migrations before they start (under sqlx's advisory lock, so
+/// any number of replicas may start at once), for engines with no one-shot step before them (Docker Swarm).
+pub async fn migrate_on_start(settings: &Settings) -> Result<(), sqlx::migrate::MigrateError> {
+    if settings.migrate_on_start {
+        migrate(&pool(settings), NewerMigrations::Keep).await?;
+        tracing::info!("migrations applied (MIGRATE_ON_START)");
+    }
+    Ok(())
 }
 
 /// What the status page shows of PostgreSQL beyond its tasks.

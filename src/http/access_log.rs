@@ -1,7 +1,7 @@
 //! The access log: one `request` span around each request (so every line a handler logs carries its method, path
 //! and request id) and one line when the answer is ready, with its status and latency.
 //!
-//! Put on the pages and the API; the probes get it only with `LOG_PROBES=true` (`startup::app`), since an
+//! Put on the pages and the API; the probes get it only with `LOG_PROBES=true` (`http::router::app`), since an
 //! orchestrator calls them every few seconds.
 
 use std::time::Instant;

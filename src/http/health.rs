@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::deadline::within;
+use super::state::AppState;
 use crate::db;
-use crate::state::AppState;
 
 /// Always the same bytes: liveness only says the process answers.
 pub async fn healthz() -> impl IntoResponse {

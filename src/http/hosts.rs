@@ -1,5 +1,5 @@
 //! `ALLOWED_HOSTS`, like Django: a request for any other `Host` gets 400. Put on the pages and the API only: the
-//! probes (`/healthz`, `/readyz`) are outside it (`startup::app`), so orchestrators can call them by IP.
+//! probes (`/healthz`, `/readyz`) are outside it (`http::router::app`), so orchestrators can call them by IP.
 
 use std::sync::Arc;
 

@@ -6,11 +6,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
+use super::csrf::{self, CsrfError};
 use super::error::ApiError;
 use super::extract::ApiForm;
 use super::request_id::RequestId;
-use crate::csrf::{self, CsrfError};
-use crate::state::AppState;
+use super::state::AppState;
 use crate::tasks::queue::{HEARTBEAT_STALE_AFTER, now_ms};
 use crate::tasks::records::TaskSummary;
 use crate::tasks::{EnqueueError, InvalidTask, QueueFull, TaskSpec};

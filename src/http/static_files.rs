@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::extract::ApiPath;
-use crate::state::AppState;
+use super::state::AppState;
 
 /// Embedded assets, by hashed name (cached forever) or logical name (revalidated).
 pub async fn embedded(State(state): State<AppState>, ApiPath(path): ApiPath<String>) -> Response {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::request_id::RequestId;
-use crate::state::AppState;
+use super::state::AppState;
 use crate::tasks::{EnqueueError, InvalidTask, QueueFull, TaskSpec};
 
 /// Longest `?wait=` accepted.

@@ -35,33 +35,35 @@ fn copy_of(err: &sqlx::Error) -> sqlx::Error {
     }
 }
 
-/// How an attempt ended, as the worker decided it.
-#[derive(Debug)]
-pub enum Outcome {
-    Done(Value),
-    Retry { error: String, delay: Duration },
-    Dead { error: String },
-}
-
-impl Outcome {
-    /// The `outcome` label of the `tasks_total` metric.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Done(_) => "done",
-            Self::Retry { .. } => "retry",
-            Self::Dead { .. } => "dead",
-        }
-    }
-}
-
-/// A failed attempt, as [`Lifecycle::finish`] records it (successes go through [`Lifecycle::finish_done`]).
+/// A failed attempt, as the worker decided it and [`Lifecycle::finish`] records it (successes go through
+/// [`Lifecycle::finish_done`], in batches).
 #[derive(Debug)]
 pub enum Failure {
     Retry { error: String, delay: Duration },
     Dead { error: String },
 }
 
-/// A task whose attempt succeeded, waiting for its batch (`worker/done_batch.rs`).
+impl Failure {
+    /// The `outcome` label of the `tasks_total` metric (a success's is `done`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Retry { .. } => "retry",
+            Self::Dead { .. } => "dead",
+        }
+    }
+}
+
+/// What [`Lifecycle::enqueue_many`] did with a batch of new tasks.
+#[derive(Debug)]
+pub struct EnqueuedBatch {
+    /// One per task, in the order given.
+    pub results: Vec<Result<TaskRecord, EnqueueError>>,
+    /// The tasks Redis took, and the stream entry that carries each (`entry_ids[i]` carries `task_ids[i]`).
+    pub task_ids: Vec<Uuid>,
+    pub entry_ids: Vec<String>,
+}
+
+/// A task whose attempt succeeded, waiting for its batch (`batches/done.rs`).
 #[derive(Debug)]
 pub struct DoneTask {
     pub task_id: Uuid,
@@ -82,12 +84,12 @@ impl<'a> Lifecycle<'a> {
         Self { store, queue }
     }
 
-    /// Records a batch of new tasks and hands them to the workers (see `enqueue_batch.rs`); one result per task, in
-    /// the order given. The rows are committed first (one `INSERT`, one commit) and the stream entries added second
+    /// Records a batch of new tasks and hands them to the workers (see `batches/enqueue.rs`); one result per task,
+    /// in the order given. The rows are committed first (one `INSERT`, one commit) and the stream entries added second
     /// (one `MULTI` … `EXEC`), so a worker never receives an id it cannot find; if Redis refuses, the rows are
     /// removed again and nothing is left. Should PostgreSQL refuse the statement itself (rather than be
     /// unreachable), the tasks are written one by one, so that one task's bad row fails alone.
-    pub async fn enqueue_many(&self, tasks: &[NewTask]) -> Vec<Result<TaskRecord, EnqueueError>> {
+    pub async fn enqueue_many(&self, tasks: &[NewTask]) -> EnqueuedBatch {
         let inserted: Vec<Result<TaskRecord, EnqueueError>> =
             match self.store.insert_many(tasks).await {
                 Ok(records) => {
@@ -119,23 +121,31 @@ impl<'a> Lifecycle<'a> {
             .map(|(task, _)| task.id)
             .collect();
         if written.is_empty() {
-            return inserted;
+            return EnqueuedBatch {
+                results: inserted,
+                task_ids: Vec::new(),
+                entry_ids: Vec::new(),
+            };
         }
         match self.queue.enqueue_many(&written).await {
-            Ok(entry_ids) => {
-                // Only bookkeeping for the reconciler (the tasks are already safely queued): not waited for.
-                self.store.note_stream_ids(&written, entry_ids);
-                inserted
-            }
+            Ok(entry_ids) => EnqueuedBatch {
+                results: inserted,
+                task_ids: written,
+                entry_ids,
+            },
             Err(err) => {
                 if let Err(db_err) = self.store.delete_unsent(&written).await {
                     tracing::error!(tasks = written.len(), error = %db_err,
                         "could not remove tasks Redis refused; the reconciler will send them later");
                 }
-                inserted
-                    .into_iter()
-                    .map(|row| row.and_then(|_| Err(EnqueueError::Queue(err.clone()))))
-                    .collect()
+                EnqueuedBatch {
+                    results: inserted
+                        .into_iter()
+                        .map(|row| row.and_then(|_| Err(EnqueueError::Queue(err.clone()))))
+                        .collect(),
+                    task_ids: Vec::new(),
+                    entry_ids: Vec::new(),
+                }
             }
         }
     }
@@ -224,7 +234,7 @@ impl<'a> Lifecycle<'a> {
     pub async fn resend_if_lost(&self, task: &StaleTask) -> RedisResult<bool> {
         if self
             .queue
-            .carries(task.id, task.stream_id.as_deref())
+            .carries(task.id, task.entry_id.as_deref())
             .await?
         {
             return Ok(false);

@@ -100,5 +100,5 @@ pub enum StartOutcome {
 pub struct StaleTask {
     pub id: Uuid,
     pub state: TaskState,
-    pub stream_id: Option<String>,
+    pub entry_id: Option<String>,
 }

@@ -252,7 +252,7 @@ async fn one_refused_row_does_not_fail_the_rest_of_its_batch() {
     let store = TaskStore::new(app.pool.clone());
     let queue = queue_of(&app.config).await;
     let written = Lifecycle::new(&store, &queue).enqueue_many(&tasks).await;
-    for (i, result) in written.iter().enumerate() {
+    for (i, result) in written.results.iter().enumerate() {
         assert_eq!(result.is_ok(), !bad(i), "task {i}: {result:?}");
     }
     let good = (0..TASKS).filter(|i| !bad(*i)).count();

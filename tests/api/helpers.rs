@@ -309,7 +309,7 @@ pub async fn queue_of(config: &TestConfig) -> Queue {
     let settings = config.settings();
     Queue::connect(
         secrecy::ExposeSecret::expose_secret(&settings.redis_url),
-        &settings.queue.name,
+        &settings.tasks.name,
     )
     .await
     .expect("queue connects")
@@ -328,7 +328,7 @@ pub async fn spawn_worker(config: &TestConfig) -> WorkerHandle {
     let settings = config.settings();
     let queue = queue_of(config).await;
     let pool = app::db::worker_pool(&settings);
-    let worker = Worker::new(TaskStore::new(pool), queue, settings.queue.clone());
+    let worker = Worker::new(TaskStore::new(pool), queue, settings.tasks.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let join = tokio::spawn(worker.run_until_stopped(
         async move {

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::done_batch;
-use super::shared::WorkerCore;
+use super::capacity::{Capacity, Slot};
+use super::context::WorkerContext;
 use crate::db::KeptConnection;
 use crate::tasks::kinds::TaskSpec;
-use crate::tasks::lifecycle::{Failure, Outcome};
+use crate::tasks::lifecycle::Failure;
 use crate::tasks::queue::{Delivery, is_nogroup};
 use crate::tasks::records::{StartOutcome, StartedTask};
 
@@ -28,81 +28,9 @@ pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
-/// Outcomes waiting to be recorded, at most: past this the intake waits for the recorder (PostgreSQL is slow)
-/// instead of running ever more tasks ahead of it. One batch of successes (`done_batch.rs`).
-const MAX_UNRECORDED: usize = done_batch::BATCH;
-
-/// What one delivery takes when it is read: a reservation (at most twice `WORKER_CONCURRENCY` tasks are read and
-/// started but not yet run to the end, so reads and starts go in batches of about `WORKER_CONCURRENCY` even while
-/// every slot is busy, like Celery's prefetch) and room for its outcome (held until the outcome is recorded).
-struct Room {
-    reserved: OwnedSemaphorePermit,
-    unrecorded: OwnedSemaphorePermit,
-}
-
-/// What a task holds while it runs: one of the `WORKER_CONCURRENCY` slots, and its reservation. Both are given
-/// back as soon as the attempt ends, so the next task runs while the outcome is being written, in a batch.
-struct Slot {
-    _running: OwnedSemaphorePermit,
-    _reserved: OwnedSemaphorePermit,
-}
-
-struct Capacity {
-    reserved: Arc<Semaphore>,
-    slots: Arc<Semaphore>,
-    unrecorded: Arc<Semaphore>,
-}
-
-impl Capacity {
-    fn new(concurrency: usize) -> Self {
-        Self {
-            reserved: Arc::new(Semaphore::new(2 * concurrency)),
-            slots: Arc::new(Semaphore::new(concurrency)),
-            unrecorded: Arc::new(Semaphore::new(MAX_UNRECORDED)),
-        }
-    }
-
-    /// Waits for room for one delivery.
-    async fn one(&self) -> Option<Room> {
-        let reserved = self.reserved.clone().acquire_owned().await.ok()?;
-        let unrecorded = self.unrecorded.clone().acquire_owned().await.ok()?;
-        Some(Room {
-            reserved,
-            unrecorded,
-        })
-    }
-
-    /// Room for more deliveries that is there now, up to `most`.
-    fn more(&self, most: usize) -> Vec<Room> {
-        let mut rooms = Vec::new();
-        while rooms.len() < most {
-            let (Ok(reserved), Ok(unrecorded)) = (
-                self.reserved.clone().try_acquire_owned(),
-                self.unrecorded.clone().try_acquire_owned(),
-            ) else {
-                break;
-            };
-            rooms.push(Room {
-                reserved,
-                unrecorded,
-            });
-        }
-        rooms
-    }
-
-    /// Waits for a slot to run a started task in.
-    async fn slot(&self, reserved: OwnedSemaphorePermit) -> Option<Slot> {
-        let running = self.slots.clone().acquire_owned().await.ok()?;
-        Some(Slot {
-            _running: running,
-            _reserved: reserved,
-        })
-    }
-}
-
 /// Takes deliveries while there is room; returns the set of tasks still running or being recorded when told to
 /// stop.
-pub async fn intake_loop(core: Arc<WorkerCore>, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
+pub async fn intake_loop(core: Arc<WorkerContext>, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
     let capacity = Arc::new(Capacity::new(core.settings.concurrency));
     let mut running = JoinSet::new();
     let mut reader = Reader::new();
@@ -193,12 +121,16 @@ impl Reader {
     }
 
     /// Abandoned entries first (periodically), then new ones.
-    async fn fetch(&mut self, core: &WorkerCore, free: usize) -> redis::RedisResult<Vec<Delivery>> {
+    async fn fetch(
+        &mut self,
+        core: &WorkerContext,
+        free: usize,
+    ) -> redis::RedisResult<Vec<Delivery>> {
         if Instant::now() >= self.next_claim_scan {
             let (claimed, cursor) = core
                 .queue
                 .claim_abandoned(
-                    &core.consumer,
+                    &core.name,
                     core.settings.claim_idle,
                     &self.claim_cursor,
                     free,
@@ -223,7 +155,7 @@ impl Reader {
             empty => empty.insert(core.queue.blocking_connection(READ_BLOCK).await?),
         };
         core.queue
-            .read_new(conn, &core.consumer, free, READ_BLOCK)
+            .read_new(conn, &core.name, free, READ_BLOCK)
             .await
     }
 }
@@ -232,7 +164,7 @@ impl Reader {
 /// deliveries. The others are dropped (finished, unknown, not due), or left to the worker that holds them, or left
 /// pending when PostgreSQL is unavailable; either way they are no longer held here.
 async fn start_all(
-    core: &WorkerCore,
+    core: &WorkerContext,
     kept: &mut KeptConnection,
     deliveries: &[Delivery],
 ) -> Vec<(Delivery, StartedTask)> {
@@ -242,13 +174,7 @@ async fn start_all(
         .unzip();
     let outcomes = match core
         .store
-        .start_many(
-            kept,
-            &ids,
-            &entries,
-            &core.consumer,
-            core.settings.claim_idle,
-        )
+        .start_many(kept, &ids, &entries, &core.name, core.settings.claim_idle)
         .await
     {
         Ok(outcomes) => outcomes,
@@ -287,7 +213,7 @@ async fn start_all(
 }
 
 /// Runs a started task in its slot, gives the slot back, then records the outcome.
-async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str, slot: Slot) {
+async fn run_started(core: &WorkerContext, task: StartedTask, entry_id: &str, slot: Slot) {
     let span = tracing::info_span!(
         "task",
         task_id = %task.id,
@@ -306,28 +232,26 @@ async fn run_started(core: &WorkerCore, task: StartedTask, entry_id: &str, slot:
             tracing::info!("task started");
             execute(&task, core.settings.task_timeout).await
         };
-        let outcome = match result {
-            Ok(value) => Outcome::Done(value),
-            Err(error) if task.attempts < task.max_attempts => Outcome::Retry {
-                error,
-                delay: retry_delay(core.settings.retry_base, task.attempts),
-            },
-            Err(error) => Outcome::Dead { error },
-        };
-        drop(slot);
-        let label = outcome.label();
-        match outcome {
-            Outcome::Done(value) => core.done_batches().done(&task, entry_id, value).await,
-            Outcome::Retry { error, delay } => {
-                let failure = Failure::Retry { error, delay };
-                core.lifecycle()
-                    .finish(&core.consumer, &task, entry_id, failure)
-                    .await
+        let outcome = result.map_err(|error| {
+            if task.attempts < task.max_attempts {
+                Failure::Retry {
+                    error,
+                    delay: retry_delay(core.settings.retry_base, task.attempts),
+                }
+            } else {
+                Failure::Dead { error }
             }
-            Outcome::Dead { error } => {
-                let failure = Failure::Dead { error };
+        });
+        drop(slot);
+        let label = match &outcome {
+            Ok(_) => "done",
+            Err(failure) => failure.label(),
+        };
+        match outcome {
+            Ok(value) => core.done.done(&task, entry_id, value).await,
+            Err(failure) => {
                 core.lifecycle()
-                    .finish(&core.consumer, &task, entry_id, failure)
+                    .finish(&core.name, &task, entry_id, failure)
                     .await
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::shared::WorkerCore;
+use super::context::WorkerContext;
 use crate::tasks::queue::HEARTBEAT_EVERY;
 
 const PROMOTE_EVERY: Duration = Duration::from_millis(250);
@@ -17,7 +17,7 @@ const CONSUMER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 const RECONCILE_BATCH: i64 = 200;
 
 /// Starts every loop; each ends when `stop` turns true.
-pub fn spawn(core: Arc<WorkerCore>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn(core: Arc<WorkerContext>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let claim_idle = core.settings.claim_idle;
     vec![
         every(stop.clone(), claim_idle / 3, core.clone(), refresh_claims),
@@ -51,11 +51,11 @@ fn reconcile_period(claim_idle: Duration) -> Duration {
 fn every<F, Fut>(
     mut stop: watch::Receiver<bool>,
     period: Duration,
-    core: Arc<WorkerCore>,
+    core: Arc<WorkerContext>,
     job: F,
 ) -> JoinHandle<()>
 where
-    F: Fn(Arc<WorkerCore>) -> Fut + Send + 'static,
+    F: Fn(Arc<WorkerContext>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
@@ -71,19 +71,15 @@ where
 }
 
 /// Runs `job` only in the worker that takes this period's lock, so several workers run it once per period.
-async fn exclusive<F, Fut>(core: Arc<WorkerCore>, name: &'static str, period: Duration, job: F)
+async fn exclusive<F, Fut>(core: Arc<WorkerContext>, name: &'static str, period: Duration, job: F)
 where
-    F: FnOnce(Arc<WorkerCore>) -> Fut,
+    F: FnOnce(Arc<WorkerContext>) -> Fut,
     Fut: Future<Output = ()>,
 {
     // A little shorter than the period: a lock of exactly one period, taken a few ms after a tick, is still held
     // at this worker's next tick, so a lone worker would run the job only every other period.
     let lock_for = period - period / 10;
-    match core
-        .queue
-        .try_lock_period(name, &core.consumer, lock_for)
-        .await
-    {
+    match core.queue.try_lock_period(name, &core.name, lock_for).await {
         Ok(true) => job(core).await,
         Ok(false) => {}
         Err(err) => {
@@ -93,19 +89,19 @@ where
 }
 
 /// Keeps the claims (Redis) and leases (PostgreSQL) of running tasks alive, so nobody takes them over.
-async fn refresh_claims(core: Arc<WorkerCore>) {
+async fn refresh_claims(core: Arc<WorkerContext>) {
     let held = core.held();
     if held.is_empty() {
         return;
     }
     let entries: Vec<String> = held.iter().map(|(e, _)| e.clone()).collect();
-    if let Err(err) = core.queue.refresh_claims(&core.consumer, &entries).await {
+    if let Err(err) = core.queue.refresh_claims(&core.name, &entries).await {
         tracing::warn!(error = %err, "could not refresh claims");
     }
     for (_, task_id) in held {
         match core
             .store
-            .renew_lease(task_id, &core.consumer, core.settings.claim_idle)
+            .renew_lease(task_id, &core.name, core.settings.claim_idle)
             .await
         {
             Ok(true) => {}
@@ -115,7 +111,7 @@ async fn refresh_claims(core: Arc<WorkerCore>) {
     }
 }
 
-async fn promote_retries(core: Arc<WorkerCore>) {
+async fn promote_retries(core: Arc<WorkerContext>) {
     match core.queue.promote_due_retries(100).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(count = n, "retries due: back on the queue"),
@@ -123,8 +119,8 @@ async fn promote_retries(core: Arc<WorkerCore>) {
     }
 }
 
-async fn heartbeat(core: Arc<WorkerCore>) {
-    if let Err(err) = core.queue.heartbeat(&core.consumer).await {
+async fn heartbeat(core: Arc<WorkerContext>) {
+    if let Err(err) = core.queue.heartbeat(&core.name).await {
         tracing::debug!(error = %err, "heartbeat not written");
     }
     if let Ok(depth) = core.queue.depth().await {
@@ -134,7 +130,7 @@ async fn heartbeat(core: Arc<WorkerCore>) {
 
 /// PostgreSQL is the source of truth: an unfinished, overdue task that Redis no longer carries (Redis lost data,
 /// or a process died between its two writes) is sent again. Duplicates are harmless: the lease decides.
-async fn reconcile(core: Arc<WorkerCore>) {
+async fn reconcile(core: Arc<WorkerContext>) {
     let grace = reconcile_period(core.settings.claim_idle);
     let stale = match core.store.stale(grace, RECONCILE_BATCH).await {
         Ok(stale) => stale,
@@ -159,7 +155,7 @@ async fn reconcile(core: Arc<WorkerCore>) {
     }
 }
 
-async fn purge(core: Arc<WorkerCore>) {
+async fn purge(core: Arc<WorkerContext>) {
     match core.store.purge_finished(core.settings.retention).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "purged old finished tasks"),
@@ -167,7 +163,7 @@ async fn purge(core: Arc<WorkerCore>) {
     }
 }
 
-async fn remove_departed_consumers(core: Arc<WorkerCore>) {
+async fn remove_departed_consumers(core: Arc<WorkerContext>) {
     let idle = (core.settings.claim_idle * 6).max(Duration::from_secs(60));
     match core.queue.remove_departed_consumers(idle).await {
         Ok(0) => {}

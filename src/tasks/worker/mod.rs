@@ -5,10 +5,10 @@
 //! entries are taken over after `claim_idle`); no task runs on two workers at once (PostgreSQL lease); SIGTERM
 //! stops intake, lets running tasks finish within `SHUTDOWN_TIMEOUT` and hands back the rest.
 
-mod done_batch;
+mod capacity;
+mod context;
 mod intake;
 mod maintenance;
-mod shared;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,17 +16,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use self::shared::WorkerCore;
+use self::context::WorkerContext;
 use super::queue::Queue;
 use super::store::TaskStore;
-use crate::config::QueueSettings;
+use crate::config::TaskSettings;
 
 pub struct Worker {
-    core: Arc<WorkerCore>,
+    core: Arc<WorkerContext>,
 }
 
-/// A consumer name unique to this process: a restarted worker is a new consumer, the old one is cleaned up.
-fn consumer_name() -> String {
+/// A name unique to this process: a restarted worker is a new consumer of the Redis group, the old one is cleaned
+/// up.
+fn worker_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -41,9 +42,10 @@ fn consumer_name() -> String {
 }
 
 impl Worker {
-    pub fn new(store: TaskStore, queue: Queue, settings: QueueSettings) -> Self {
+    /// Call on the runtime it runs on: it starts the recorder of successes.
+    pub fn new(store: TaskStore, queue: Queue, settings: TaskSettings) -> Self {
         Self {
-            core: Arc::new(WorkerCore::new(store, queue, settings, consumer_name())),
+            core: Arc::new(WorkerContext::new(store, queue, settings, worker_name())),
         }
     }
 
@@ -55,7 +57,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let core = self.core;
         core.queue.ensure_group().await?;
-        tracing::info!(consumer = %core.consumer, concurrency = core.settings.concurrency, "worker started");
+        tracing::info!(worker = %core.name, concurrency = core.settings.concurrency, "worker started");
 
         let (stop_intake, intake_stopped) = watch::channel(false);
         let (stop_maintenance, maintenance_stopped) = watch::channel(false);
@@ -79,7 +81,7 @@ impl Worker {
             // After the shutdown timeout: give every interrupted task back, in PostgreSQL and in Redis.
             for (entry_id, task_id) in core.take_held() {
                 core.lifecycle()
-                    .hand_back(&core.consumer, task_id, &entry_id)
+                    .hand_back(&core.name, task_id, &entry_id)
                     .await;
             }
         }

@@ -10,13 +10,11 @@
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::MAX_BATCH;
 use crate::tasks::lifecycle::{DoneTask, Lifecycle};
 use crate::tasks::queue::Queue;
 use crate::tasks::records::StartedTask;
 use crate::tasks::store::TaskStore;
-
-/// Most tasks per batch.
-pub(super) const BATCH: usize = 256;
 
 struct Finished {
     task: DoneTask,
@@ -28,7 +26,7 @@ pub struct DoneBatches {
 }
 
 impl DoneBatches {
-    /// Starts the writer on the current runtime.
+    /// Starts the writer of the worker named `worker` on the current runtime.
     pub fn spawn(store: TaskStore, queue: Queue, worker: String) -> Self {
         let (queued, received) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(store, queue, worker, received));
@@ -56,9 +54,9 @@ async fn write_batches(
     worker: String,
     mut received: mpsc::UnboundedReceiver<Finished>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut kept = store.keep_connection();
-    while received.recv_many(&mut batch, BATCH).await > 0 {
+    while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (tasks, waiting): (Vec<DoneTask>, Vec<oneshot::Sender<()>>) = batch
             .drain(..)
             .map(|f: Finished| (f.task, f.recorded))

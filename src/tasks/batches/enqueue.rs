@@ -18,14 +18,13 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::kinds::TaskSpec;
-use super::lifecycle::{EnqueueError, Lifecycle};
-use super::queue::Queue;
-use super::records::{NewTask, TaskRecord};
-use super::store::TaskStore;
+use super::{EntryIdBatches, MAX_BATCH};
+use crate::tasks::kinds::TaskSpec;
+use crate::tasks::lifecycle::{EnqueueError, Lifecycle};
+use crate::tasks::queue::Queue;
+use crate::tasks::records::{NewTask, TaskRecord};
+use crate::tasks::store::TaskStore;
 
-/// Most tasks per batch.
-const BATCH: usize = 256;
 /// Most batches being written at once.
 const IN_FLIGHT: usize = 4;
 
@@ -36,10 +35,11 @@ pub struct EnqueueBatches {
 }
 
 impl EnqueueBatches {
-    /// Starts the writer on the current runtime.
+    /// Starts the writer, and the one of its entry ids, on the current runtime.
     pub fn spawn(store: TaskStore, queue: Queue) -> Self {
         let (queued, received) = mpsc::unbounded_channel();
-        tokio::spawn(take_batches(store, queue, received));
+        let entry_ids = Arc::new(EntryIdBatches::spawn(store.clone()));
+        tokio::spawn(take_batches(store, queue, entry_ids, received));
         Self { queued }
     }
 
@@ -68,24 +68,27 @@ impl EnqueueBatches {
 async fn take_batches(
     store: TaskStore,
     queue: Queue,
+    entry_ids: Arc<EntryIdBatches>,
     mut received: mpsc::UnboundedReceiver<(NewTask, Answer)>,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         // A free slot first, then whatever is queued by then: that is the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        if received.recv_many(&mut batch, BATCH).await == 0 {
+        if received.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
         let (tasks, answers): (Vec<NewTask>, Vec<Answer>) = batch.drain(..).unzip();
-        let (store, queue) = (store.clone(), queue.clone());
+        let (store, queue, entry_ids) = (store.clone(), queue.clone(), entry_ids.clone());
         tokio::spawn(async move {
-            let results = Lifecycle::new(&store, &queue).enqueue_many(&tasks).await;
+            let written = Lifecycle::new(&store, &queue).enqueue_many(&tasks).await;
             drop(slot);
-            for (answer, result) in answers.into_iter().zip(results) {
+            // Only bookkeeping for the reconciler (the tasks are already safely queued): not waited for.
+            entry_ids.record(&written.task_ids, written.entry_ids);
+            for (answer, result) in answers.into_iter().zip(written.results) {
                 // The caller may have gone (its client disconnected): the task is queued all the same.
                 let _ = answer.send(result);
             }

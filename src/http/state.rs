@@ -1,17 +1,17 @@
 //! What every handler can reach.
 
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use super::csrf::Csrf;
+use super::finished_tasks::FinishedTasks;
+use super::page_snapshot::PageSnapshot;
+use super::templates::Templates;
 use crate::assets::Assets;
 use crate::config::Settings;
-use crate::csrf::Csrf;
-use crate::http::finished_tasks::FinishedTasks;
-use crate::http::page_snapshot::PageSnapshot;
 use crate::tasks::{Backlog, EnqueueBatches, EnqueueError, Queue, TaskRecord, TaskSpec, TaskStore};
-use crate::templates::Templates;
 
 /// Cloned several times per request (extractors, `from_fn_with_state`, per-route services): one `Arc`, so a
 /// clone is one atomic increment instead of ~10 allocations (secret key, Redis client info, queue key names).
@@ -23,8 +23,8 @@ pub struct AppStateInner {
     pub pool: PgPool,
     pub store: TaskStore,
     pub queue: Queue,
-    /// New tasks, written in batches; started on first use, on the runtime that serves (`tasks/enqueue_batch.rs`).
-    enqueues: OnceLock<EnqueueBatches>,
+    /// New tasks, written in batches (`tasks/batches/`).
+    enqueues: EnqueueBatches,
     /// `QUEUE_MAX_BACKLOG`: the handlers ask it before they enqueue (`tasks/backlog.rs`).
     pub backlog: Backlog,
     pub assets: Arc<Assets>,
@@ -44,17 +44,20 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// Call on the runtime that serves: it starts the writer of new tasks.
     pub fn new(settings: Settings, pool: PgPool, queue: Queue) -> Self {
         let csrf = Csrf::new(settings.secret_key.clone());
         let template_dir = settings.template_dir.as_deref().filter(|_| settings.debug);
         let templates = Templates::new(template_dir);
-        let backlog = Backlog::new(settings.queue.max_backlog, pool.clone());
+        let backlog = Backlog::new(settings.tasks.max_backlog, pool.clone());
+        let store = TaskStore::new(pool.clone());
+        let enqueues = EnqueueBatches::spawn(store.clone(), queue.clone());
         Self(Arc::new(AppStateInner {
             settings: Arc::new(settings),
-            store: TaskStore::new(pool.clone()),
+            store,
             pool,
             queue,
-            enqueues: OnceLock::new(),
+            enqueues,
             backlog,
             assets: Arc::new(Assets::embedded()),
             templates,
@@ -71,12 +74,8 @@ impl AppState {
         spec: &TaskSpec,
         request_id: Option<&str>,
     ) -> Result<TaskRecord, EnqueueError> {
-        let max_attempts = self.settings.queue.max_attempts;
-        let queued = self
-            .enqueues
-            .get_or_init(|| EnqueueBatches::spawn(self.store.clone(), self.queue.clone()))
-            .enqueue(spec, max_attempts, request_id)
-            .await;
+        let max_attempts = self.settings.tasks.max_attempts;
+        let queued = self.enqueues.enqueue(spec, max_attempts, request_id).await;
         if queued.is_ok() {
             self.backlog.note_queued();
         }

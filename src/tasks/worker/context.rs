@@ -1,48 +1,41 @@
-//! What the worker's loops share: its name, its settings, both stores, and the entries it holds right now.
+//! What the worker's loops share: its name, its settings, both stores, the recorder of its successes, and the
+//! entries it holds right now.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use super::done_batch::DoneBatches;
-use crate::config::QueueSettings;
+use crate::config::TaskSettings;
+use crate::tasks::batches::DoneBatches;
 use crate::tasks::lifecycle::Lifecycle;
 use crate::tasks::queue::Queue;
 use crate::tasks::store::TaskStore;
 
-pub struct WorkerCore {
+pub struct WorkerContext {
     pub store: TaskStore,
     pub queue: Queue,
-    pub settings: QueueSettings,
-    pub consumer: String,
+    pub settings: TaskSettings,
+    /// Unique to this process: its consumer name in the Redis group, and the `worker` of the rows it holds.
+    pub name: String,
+    /// Where successful attempts are recorded, in batches.
+    pub done: DoneBatches,
     /// Entries this worker holds (entry id → task id): their claims and leases are kept alive.
     in_flight: Mutex<HashMap<String, Uuid>>,
-    /// Started on first use, on the worker's runtime.
-    done: OnceLock<DoneBatches>,
 }
 
-impl WorkerCore {
-    pub fn new(store: TaskStore, queue: Queue, settings: QueueSettings, consumer: String) -> Self {
+impl WorkerContext {
+    /// Starts the recorder of successes on the current runtime.
+    pub fn new(store: TaskStore, queue: Queue, settings: TaskSettings, name: String) -> Self {
+        let done = DoneBatches::spawn(store.clone(), queue.clone(), name.clone());
         Self {
             store,
             queue,
             settings,
-            consumer,
+            name,
+            done,
             in_flight: Mutex::new(HashMap::new()),
-            done: OnceLock::new(),
         }
-    }
-
-    /// Where successful attempts are recorded, in batches.
-    pub fn done_batches(&self) -> &DoneBatches {
-        self.done.get_or_init(|| {
-            DoneBatches::spawn(
-                self.store.clone(),
-                self.queue.clone(),
-                self.consumer.clone(),
-            )
-        })
     }
 
     pub fn lifecycle(&self) -> Lifecycle<'_> {

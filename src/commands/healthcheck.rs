@@ -1,6 +1,7 @@
 //! `app healthcheck`: the images have no shell and no curl, so compose healthchecks call the binary itself.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use http_body_util::Empty;
@@ -8,6 +9,21 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use crate::config::{DEFAULT_LISTEN_ADDR, DEFAULT_METRICS_ADDR};
+
+/// Probes `url` (default: [`default_url`]) and says what it found, on stdout when healthy and stderr when not.
+pub async fn run(url: Option<String>, metrics: bool) -> ExitCode {
+    let url = url.unwrap_or_else(|| default_url(metrics));
+    match check(&url).await {
+        Ok(status) => {
+            println!("healthy: {url} answered {status}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("unhealthy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The whole check (connect, request, response) must finish within this.
 pub const BUDGET: Duration = Duration::from_secs(2);

@@ -13,20 +13,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::store::TaskStore;
+use super::MAX_BATCH;
+use crate::tasks::store::TaskStore;
 
-/// Most entry ids per `UPDATE`.
-const BATCH: usize = 512;
 /// How long an entry id waits before it is written. Most new tasks are started by then, and a worker records the
 /// entry of the task it starts: the `UPDATE` then finds those rows done and changes nothing, instead of waiting on
 /// the row locks of the worker's own updates of the same rows, as it did when written at once under load.
 const SETTLE: Duration = Duration::from_secs(1);
 
-pub struct StreamIdWriter {
+pub struct EntryIdBatches {
     queued: mpsc::UnboundedSender<(Uuid, String, Instant)>,
 }
 
-impl StreamIdWriter {
+impl EntryIdBatches {
     /// Starts the writer on the current runtime.
     pub fn spawn(store: TaskStore) -> Self {
         let (queued, received) = mpsc::unbounded_channel();
@@ -34,9 +33,13 @@ impl StreamIdWriter {
         Self { queued }
     }
 
-    pub fn record(&self, task_id: Uuid, entry_id: String) {
-        // Fails only when the runtime that ran the writer is gone, i.e. the process is stopping.
-        let _ = self.queued.send((task_id, entry_id, Instant::now()));
+    /// Notes, in the background, which entry carries each task (`task_ids[i]` by `entry_ids[i]`).
+    pub fn record(&self, task_ids: &[Uuid], entry_ids: Vec<String>) {
+        let now = Instant::now();
+        for (task_id, entry_id) in task_ids.iter().zip(entry_ids) {
+            // Fails only when the runtime that ran the writer is gone, i.e. the process is stopping.
+            let _ = self.queued.send((*task_id, entry_id, now));
+        }
     }
 }
 
@@ -44,16 +47,17 @@ async fn write_batches(
     store: TaskStore,
     mut received: mpsc::UnboundedReceiver<(Uuid, String, Instant)>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
-    // Everything queued while the previous UPDATE ran forms the next batch.
-    while received.recv_many(&mut batch, BATCH).await > 0 {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if let Some((_, _, oldest)) = batch.first() {
             tokio::time::sleep_until((*oldest + SETTLE).into()).await;
         }
-        let (ids, entries): (Vec<Uuid>, Vec<String>) =
-            batch.drain(..).map(|(id, entry, _)| (id, entry)).unzip();
-        if let Err(err) = store.set_stream_ids(&ids, &entries).await {
-            tracing::warn!(tasks = ids.len(), error = %err,
+        let (task_ids, entry_ids): (Vec<Uuid>, Vec<String>) = batch
+            .drain(..)
+            .map(|(task, entry, _)| (task, entry))
+            .unzip();
+        if let Err(err) = store.set_entry_ids(&task_ids, &entry_ids).await {
+            tracing::warn!(tasks = task_ids.len(), error = %err,
                 "could not record the stream entries of new tasks; workers record them when they start");
         }
     }

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use flate2::{Compression, GzBuilder};
 
@@ -13,6 +14,24 @@ use crate::assets::Assets;
 #[derive(Debug, Default)]
 pub struct Collected {
     pub files: Vec<PathBuf>,
+}
+
+/// Writes the embedded assets into `dir` and says how many files it wrote.
+pub fn run(dir: &Path) -> ExitCode {
+    match collect(&Assets::embedded(), dir) {
+        Ok(collected) => {
+            println!(
+                "{} files written to {}",
+                collected.files.len(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("collectstatic failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn collect(assets: &Assets, dir: &Path) -> std::io::Result<Collected> {

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use crate::config::Settings;
 
 /// Prints the settings, one `name value` line each.
-pub fn print(settings: &Settings) {
+pub fn run(settings: &Settings) {
     println!("configuration is valid:");
     for (name, value) in redacted(settings) {
         println!("  {name:<20} {value}");
@@ -56,16 +56,16 @@ pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
         ("request_timeout", secs(s.request_timeout)),
         ("log_format", format!("{:?}", s.log_format).to_lowercase()),
         ("log_probes", s.log_probes.to_string()),
-        ("queue_name", s.queue.name.clone()),
-        ("worker_concurrency", s.queue.concurrency.to_string()),
-        ("task_max_attempts", s.queue.max_attempts.to_string()),
-        ("task_retry_base", millis(s.queue.retry_base)),
-        ("task_claim_idle", millis(s.queue.claim_idle)),
-        ("task_timeout", secs(s.queue.task_timeout)),
-        ("task_retention", secs(s.queue.retention)),
+        ("queue_name", s.tasks.name.clone()),
+        ("worker_concurrency", s.tasks.concurrency.to_string()),
+        ("task_max_attempts", s.tasks.max_attempts.to_string()),
+        ("task_retry_base", millis(s.tasks.retry_base)),
+        ("task_claim_idle", millis(s.tasks.claim_idle)),
+        ("task_timeout", secs(s.tasks.task_timeout)),
+        ("task_retention", secs(s.tasks.retention)),
         (
             "queue_max_backlog",
-            match s.queue.max_backlog {
+            match s.tasks.max_backlog {
                 0 => "0 (no bound)".into(),
                 n => n.to_string(),
             },
