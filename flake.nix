@@ -22,16 +22,10 @@
     };
   };
 
+  # Wiring only: per system, one scope (nixpkgs plus the project's values below) through which
+  # every nix/*.nix file is called, taking what it names from it. nix/README.md: what each builds.
   outputs =
-    {
-      self,
-      nixpkgs,
-      crane,
-      nix2container,
-      rust-overlay,
-      advisory-db,
-      bombon,
-    }:
+    { self, nixpkgs, ... }@inputs:
     let
       inherit (nixpkgs) lib;
 
@@ -44,183 +38,60 @@
         "aarch64-darwin"
       ];
 
-      # The image layout contract, also read by tests/e2e/standins.sh.
-      layout = builtins.fromJSON (builtins.readFile ./nix/image.json);
-
       perSystem =
         system:
         let
           pkgs = import nixpkgs {
             inherit system;
-            overlays = [ rust-overlay.overlays.default ];
+            overlays = [ inputs.rust-overlay.overlays.default ];
           };
-          isLinux = pkgs.stdenv.hostPlatform.isLinux;
+          n2c = inputs.nix2container.packages.${system};
 
-          # The toolchain of rust-toolchain.toml, the same file rustup reads on the plain
-          # cargo path.
-          craneLib = (crane.mkLib pkgs).overrideToolchain (
-            p: p.rust-bin.fromRustupToolchainFile ./rust-toolchain.toml
-          );
-          inherit (craneLib.crateNameFromCargoToml { cargoToml = ./Cargo.toml; }) version;
-          cargoPackage = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package;
-
-          rust = import ./nix/rust.nix {
-            inherit
-              lib
-              pkgs
-              craneLib
-              advisory-db
-              ;
-          };
-          inherit (rust) app;
-
-          compose = import ./nix/compose.nix { inherit lib pkgs; };
-          # The nginx of the httpd image, its config check and the dev shell: nixpkgs' build without
-          # the embedded Perl module (on by default), which the config does not use and which would
-          # put perl and its libraries in the image.
-          nginx = pkgs.nginx.override { withPerl = false; };
-          # The formatter of `nix fmt` (below), the nix-format check and CI (.ci/nix-checks.sh):
-          # nixfmt-rs, byte-identical to nixfmt (the official style), and on crates.io.
-          nixfmt = pkgs.nixfmt-rs;
-
-          n2c = nix2container.packages.${system};
-          images = import ./nix/images.nix {
-            inherit
-              lib
-              pkgs
-              layout
-              app
-              version
-              nginx
-              ;
+          # lib.callPackageWith adds `override*` to an attribute set it returns; the flake's outputs
+          # must hold only derivations and apps, so the scope's callPackage drops them.
+          notOverride = n: _: !lib.hasPrefix "override" n;
+          scope = pkgs // {
+            callPackage = f: args: lib.filterAttrs notOverride (lib.callPackageWith scope f args);
+            inherit (inputs) advisory-db bombon;
             inherit (n2c) nix2container;
+            # nix2container's patched skopeo: it reads every transport, `nix:` (an image JSON) too.
             skopeo = n2c.skopeo-nix2container;
+            # The toolchain of rust-toolchain.toml, the file rustup reads on the plain cargo path.
+            craneLib = (inputs.crane.mkLib pkgs).overrideToolchain (
+              p: p.rust-bin.fromRustupToolchainFile ./rust-toolchain.toml
+            );
+            inherit (scope.craneLib.crateNameFromCargoToml { cargoToml = ./Cargo.toml; }) version;
+            # The image layout contract, also read by tests/e2e/standins.sh.
+            layout = lib.importJSON ./nix/image.json;
+            # The images' org.opencontainers.image.source and .revision labels.
             source =
-              cargoPackage.repository
+              (lib.importTOML ./Cargo.toml).package.repository
                 or (throw "Cargo.toml: set package.repository (the images' org.opencontainers.image.source label)");
             # A clean tree's commit; a dirty tree gives `<commit>-dirty`.
             revision = self.rev or self.dirtyRev or "unknown";
+            # The nginx of the httpd image, its config check and the dev shell: without the embedded
+            # Perl module (on by default), which the config does not use and which would put perl
+            # and its libraries in the image.
+            nginx = pkgs.nginx.override { withPerl = false; };
+            # `nix fmt`, the nix-format check and CI (.ci/nix-checks.sh): nixfmt-rs, byte-identical
+            # to nixfmt (the official style), and on crates.io.
+            nixfmt = pkgs.nixfmt-rs;
+            rust = scope.callPackage ./nix/rust.nix { };
+            inherit (scope.rust) app;
+            images = scope.callPackage ./nix/images.nix { };
+            inherit (scope.callPackage ./nix/compose.nix { }) composeSrc composeSecrets;
+            packages = scope.callPackage ./nix/packages.nix { };
           };
-          sboms = import ./nix/sbom.nix {
-            inherit
-              pkgs
-              bombon
-              images
-              app
-              ;
-          };
+          inherit (scope) callPackage;
         in
         {
-          packages = {
-            inherit app;
-            inherit (images) static;
-            default = app;
-          }
-          // lib.optionalAttrs isLinux {
-            inherit (images)
-              applayer
-              staticlayer
-              applayer-archive
-              staticlayer-archive
-              ;
-            inherit (sboms) sbom-app sbom-httpd;
-          };
-
-          checks =
-            rust.checks
-            // import ./nix/checks.nix {
-              inherit
-                lib
-                pkgs
-                layout
-                version
-                nixfmt
-                nginx
-                ;
-              inherit (compose) composeSrc;
-            }
-            // {
-              inherit (images) static;
-            }
-            // lib.optionalAttrs isLinux (
-              {
-                inherit (images) applayer staticlayer;
-              }
-              // import ./nix/image-contract.nix {
-                inherit
-                  lib
-                  pkgs
-                  layout
-                  images
-                  app
-                  version
-                  ;
-              }
-            )
-            // lib.optionalAttrs (system == "x86_64-linux") {
-              vm-test = import ./nix/vm-test.nix {
-                inherit
-                  lib
-                  pkgs
-                  images
-                  version
-                  ;
-                inherit (images) static;
-                inherit (compose) composeSrc composeSecrets;
-                standins = import ./nix/standins.nix {
-                  inherit lib pkgs;
-                  inherit (n2c) nix2container;
-                };
-              };
-            };
-
-          apps = lib.optionalAttrs isLinux (
-            import ./nix/apps.nix {
-              inherit
-                lib
-                pkgs
-                images
-                version
-                ;
-              skopeo = n2c.skopeo-nix2container;
-            }
-            // import ./nix/script-apps.nix { inherit lib pkgs; }
+          inherit (scope) packages;
+          checks = callPackage ./nix/checks.nix { };
+          apps = lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux (
+            callPackage ./nix/apps.nix { } // callPackage ./nix/script-apps.nix { }
           );
-
-          # The cargo checks' inputs (toolchain, PostgreSQL and Redis for the tests) plus the tools
-          # of the compose and image workflow.
-          devShells.default = craneLib.devShell {
-            inherit (rust) checks;
-            packages = [
-              pkgs.sqlx-cli
-              pkgs.postgresql_17
-              pkgs.redis
-              nginx
-              pkgs.docker-compose
-              pkgs.skopeo
-              pkgs.cargo-nextest
-              pkgs.cargo-audit
-              pkgs.cargo-deny
-              # Verifying a release's signatures and attestations (README, "Releases").
-              pkgs.cosign
-              nixfmt
-              pkgs.deadnix
-              # scripts/watch.sh: rebuilds and restarts the dev stack on each change.
-              pkgs.watchexec
-            ];
-          };
-
-          # `nix fmt` with no path passes none (Nix >= 2.25) and a bare nixfmt would read
-          # stdin, so default to the current directory (nixfmt-rs walks it for *.nix files,
-          # skipping git-ignored ones).
-          formatter = pkgs.writeShellApplication {
-            name = "nix-fmt";
-            runtimeInputs = [ nixfmt ];
-            text = ''
-              if [ "$#" -eq 0 ]; then set -- .; fi
-              exec nixfmt "$@"
-            '';
-          };
+          devShells.default = callPackage ./nix/dev-shell.nix { };
+          formatter = callPackage ./nix/formatter.nix { };
         };
 
       outputs = lib.genAttrs systems perSystem;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the nginx that the e2e stand-in httpd image and the benchmark run: the version of the real image (nixpkgs'
-# nginx 1.30), from a source tarball, with the modules nix/nginx.conf uses. Built once and cached in
+# nginx 1.30), from a source tarball, with the modules nginx/httpd.conf uses. Built once and cached in
 # target/nginx-<version>/ (reused while the tarball's sha256 and the configure flags are the same).
 #
 #   bash .ci/nginx.sh          progress on stderr; the LAST line on stdout is the path of the nginx binary
@@ -35,7 +35,7 @@ case $top in
     *) die "$src is not an nginx 1.30.x source tarball (its top directory is '${top:-?}'); set NGINX_SRC to one from https://nginx.org/download/" ;;
 esac
 
-# What nix/nginx.conf and compose/edge.conf need, and the paths of the image: logs to stderr/stdout, everything
+# What nginx/httpd.conf and nginx/edge.conf need, and the paths of the image: logs to stderr/stdout, everything
 # written under /tmp (the root filesystem is read-only). realip, threads and gzip_static as in nixpkgs' build; TLS
 # and HTTP/2 (the edge terminates HTTPS) and limit_req (its rate limit), which nixpkgs' build has too; fastcgi,
 # uwsgi and scgi stay because the configs set their temp paths (so that the nixpkgs build, which has them, never

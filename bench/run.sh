@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark: starts its own PostgreSQL, Redis, the release `app serve` + `app tasks` and nginx 1.30 (the
-# image's version) with nix/nginx.conf, all on loopback with free ports, measures with wrk, prints one table and
+# image's version) with nginx/httpd.conf, all on loopback with free ports, measures with wrk, prints one table and
 # writes JSON.
 #
 #   bench/run.sh                          full run (about 4 minutes), JSON to bench/results/latest.json

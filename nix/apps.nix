@@ -8,7 +8,7 @@
   skopeo,
 }:
 let
-  inherit (images) applayer staticlayer;
+  inherit (images) applayer httpd;
 
   mkApp = drv: description: {
     type = "app";
@@ -27,7 +27,7 @@ let
   ];
   imageNames = [
     applayer.imageName
-    staticlayer.imageName
+    httpd.imageName
   ];
 
   # nix2container's copyToDockerDaemon streams the layers straight from the store into the
@@ -36,7 +36,7 @@ let
     name = "load-images";
     text = ''
       ${applayer.copyToDockerDaemon}/bin/copy-to-docker-daemon
-      ${staticlayer.copyToDockerDaemon}/bin/copy-to-docker-daemon
+      ${httpd.copyToDockerDaemon}/bin/copy-to-docker-daemon
     '';
   };
 
@@ -78,7 +78,7 @@ let
         0) ;;
         2) if [ "''${1#--}" = "$1" ]; then
              prev_app=docker://$1/${applayer.imageName}:$2
-             prev_httpd=docker://$1/${staticlayer.imageName}:$2
+             prev_httpd=docker://$1/${httpd.imageName}:$2
            elif [ "$1" = --app ]; then prev_app=$2
            elif [ "$1" = --httpd ]; then prev_httpd=$2
            else usage
@@ -121,7 +121,7 @@ let
       }
 
       report ${applayer} ${applayer.imageName}:${applayer.imageTag} "$prev_app"
-      report ${staticlayer} ${staticlayer.imageName}:${staticlayer.imageTag} "$prev_httpd"
+      report ${httpd} ${httpd.imageName}:${httpd.imageTag} "$prev_httpd"
     '';
   };
 
@@ -169,7 +169,7 @@ let
         '')
         [
           applayer
-          staticlayer
+          httpd
         ]
       }
     '';

@@ -1,21 +1,31 @@
-# The checks that are not cargo's: the nginx config, the compose files and the Nix files.
+# The flake's whole `checks` set: the cargo checks (nix/rust.nix), the package builds, the nginx
+# configs, the compose files and the Nix files here, the image contract on Linux
+# (nix/image-contract.nix) and the VM test on x86_64-linux (nix/vm-test.nix).
 {
   lib,
   pkgs,
+  callPackage,
   layout,
   version,
   composeSrc,
   nixfmt,
   nginx,
+  rust,
+  # The flake's packages, under their public names (nix/packages.nix).
+  packages,
 }:
 let
+  inherit (pkgs.stdenv) hostPlatform;
   nixFiles = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ../.;
   };
 in
-{
-  # `nginx -t` on the file the image ships and on the edge's config (compose/edge.conf, run in the
+rust.checks
+// {
+  # The static files build and refuse the app; on Linux, the images build.
+  inherit (packages) static;
+  # `nginx -t` on the file the image ships and on the edge's config (nginx/edge.conf, run in the
   # same image), as written: the lines httpd-start renders from the environment (# SUBST:<name>)
   # hold the defaults. Their upstreams (`app:8000 resolve`, `httpd:8080` through a variable) are
   # looked up at run time only, so the sandbox's missing DNS does not matter. Changed on a copy:
@@ -36,7 +46,7 @@ in
       ''
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
           -subj /CN=localhost -keyout "$PWD/key.pem" -out "$PWD/cert.pem" 2> openssl.log
-        for conf in ${../. + "/${layout.static.config_source}"} ${../compose/edge.conf}; do
+        for conf in ${../. + "/${layout.httpd.config_source}"} ${../nginx/edge.conf}; do
           sed -E \
             -e "s|/tmp/|$TMPDIR/|g" \
             -e "s|^( *).*# SUBST:tls-certificate$|\1ssl_certificate $PWD/cert.pem;|" \
@@ -76,4 +86,10 @@ in
         deadnix --fail .
         touch "$out"
       '';
+}
+// lib.optionalAttrs hostPlatform.isLinux (
+  { inherit (packages) applayer staticlayer; } // callPackage ./image-contract.nix { }
+)
+// lib.optionalAttrs (hostPlatform.system == "x86_64-linux") {
+  vm-test = callPackage ./vm-test.nix { standins = callPackage ./standins.nix { }; };
 }

@@ -1,14 +1,15 @@
 # What the compose check and the VM test share: the compose project and its secrets.
 { lib, pkgs }:
 {
-  # The compose files, the env files they read and the backup script they give the backup
-  # service as a config; nothing else of the repository.
+  # The compose files, the env files they read and the files they give services as configs (the
+  # backup service's script, the edge's nginx config); nothing else of the repository.
   composeSrc = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
       ../compose
       (lib.fileset.maybeMissing ../env)
       (lib.fileset.maybeMissing ../backup)
+      ../nginx/edge.conf
     ];
   };
 

@@ -15,7 +15,7 @@ let
   inherit (images)
     configs
     layerPaths
-    static
+    staticFiles
     launcher
     ;
 
@@ -68,14 +68,14 @@ let
     lib.assertMsg (
       !lib.elem app.drvPath (map (p: p.drvPath) layerPaths.httpd)
     ) "image-contract: the app is given to the httpd image's layers"
-    && lib.assertMsg (lib.elem (toString app) (refusedBy static)) "image-contract: the static files do not refuse the app as a runtime dependency"
+    && lib.assertMsg (lib.elem (toString app) (refusedBy staticFiles)) "image-contract: the static files do not refuse the app as a runtime dependency"
     && lib.assertMsg (lib.elem (toString app) (refusedBy launcher)) "image-contract: httpd-start (the httpd image's entry point) does not refuse the app as a runtime dependency"
     && lib.assertMsg (lib.elem launcher.drvPath (
       map (p: p.drvPath) layerPaths.httpd
     )) "image-contract: httpd-start is not given to the httpd image's layers"
     && lib.assertMsg (
-      lib.take 1 layout.static.entrypoint == [ layout.static.launcher ]
-    ) "image-contract: the httpd image's entry point is not ${layout.static.launcher} (nix/image.json)";
+      lib.take 1 layout.httpd.entrypoint == [ layout.httpd.launcher ]
+    ) "image-contract: the httpd image's entry point is not ${layout.httpd.launcher} (nix/image.json)";
 
   # mkDerivation keeps disallowedRequisites as the paths' strings (under outputChecks with
   # structured attributes).
@@ -98,7 +98,7 @@ let
   };
   images' = {
     app = images.applayer;
-    httpd = images.staticlayer;
+    httpd = images.httpd;
   };
 
   # The store path names of a compiler or a build tool: rust-overlay's toolchain (rustc, cargo,
@@ -139,7 +139,7 @@ let
 in
 {
   image-contract-config = check "config" (
-    configMatches "app" layout.app && configMatches "httpd" layout.static
+    configMatches "app" layout.app && configMatches "httpd" layout.httpd
   );
   image-contract-no-toolchain = check "no-toolchain" (noToolchain "app" && noToolchain "httpd");
   image-contract-httpd-without-app = check "httpd-without-app" httpdWithoutApp;

@@ -1,4 +1,5 @@
-# The two images, laid out as nix/image.json says, and a `docker load` archive of each.
+# The two images, `applayer` (the app) and `httpd` (nginx), laid out as nix/image.json says, the
+# collected static files the httpd image serves, and a `docker load` archive of each image.
 #
 # Layers are cut by how often they change: the bottom layer of each image holds what changes
 # only with nixpkgs or the layout (glibc, certificates, users, nginx); the top layer holds what
@@ -26,9 +27,9 @@ let
     "org.opencontainers.image.version" = version;
   };
 
-  # `app collectstatic`: the files nginx serves. The nginx image must not carry the app, so
+  # `app collectstatic`: the files nginx serves. The httpd image must not carry the app, so
   # the build fails if any output file refers to it.
-  static = pkgs.runCommand "app-static-${version}" { disallowedRequisites = [ app ]; } ''
+  staticFiles = pkgs.runCommand "app-static-${version}" { disallowedRequisites = [ app ]; } ''
     ${lib.getExe app} collectstatic "$out"
   '';
 
@@ -76,13 +77,13 @@ let
   };
 
   appSpec = layout.app;
-  staticSpec = layout.static;
+  httpdSpec = layout.httpd;
 
   # The configs and the paths given to each image's layers, exported for the evaluation-time
   # checks in nix/image-contract.nix.
   configs = {
     app = mkConfig appSpec;
-    httpd = mkConfig staticSpec;
+    httpd = mkConfig httpdSpec;
   };
   layerPaths = {
     app = [
@@ -91,7 +92,7 @@ let
       appLink
     ];
     httpd = [
-      nginxBase
+      httpdBase
       launcher
       site
     ];
@@ -126,9 +127,9 @@ let
     config = configs.app;
   };
 
-  nginxBase = mkBaseRoot "httpd" staticSpec ''
-    mkdir -p "$out${dirOf staticSpec.binary}"
-    ln -s ${lib.getExe nginx} "$out${staticSpec.binary}"
+  httpdBase = mkBaseRoot "httpd" httpdSpec ''
+    mkdir -p "$out${dirOf httpdSpec.binary}"
+    ln -s ${lib.getExe nginx} "$out${httpdSpec.binary}"
   '';
 
   # The image's entry point, httpd-start (src/bin/httpd-start: renders the nginx config from the
@@ -145,18 +146,18 @@ let
         meta.mainProgram = "httpd-start";
       }
       ''
-        install -D -m 755 ${app}/bin/httpd-start "$out${staticSpec.launcher}"
+        install -D -m 755 ${app}/bin/httpd-start "$out${httpdSpec.launcher}"
       '';
 
   # The config is copied, not linked, so the top layer does not also carry the flake source.
   site = pkgs.runCommand "httpd-site" { } ''
-    mkdir -p "$out${dirOf staticSpec.config}" "$out${dirOf staticSpec.static_root}"
-    cp ${../. + "/${staticSpec.config_source}"} "$out${staticSpec.config}"
-    cp -r ${static} "$out${staticSpec.static_root}"
+    mkdir -p "$out${dirOf httpdSpec.config}" "$out${dirOf httpdSpec.static_root}"
+    cp ${../. + "/${httpdSpec.config_source}"} "$out${httpdSpec.config}"
+    cp -r ${staticFiles} "$out${httpdSpec.static_root}"
   '';
 
-  staticlayer = buildImage {
-    name = staticSpec.image;
+  httpd = buildImage {
+    name = httpdSpec.image;
     tag = version;
     # Bottom layer: nginx and its closure, users, /bin/nginx and /tmp, and what httpd-start links
     # (glibc, libgcc: `ignore` keeps the closure without httpd-start itself, as for applayer), so the
@@ -165,8 +166,8 @@ let
       (buildLayer {
         deps = [ launcher ];
         ignore = launcher;
-        copyToRoot = [ nginxBase ];
-        perms = writablePerms nginxBase staticSpec;
+        copyToRoot = [ httpdBase ];
+        perms = writablePerms httpdBase httpdSpec;
       })
     ];
     # Top layer: /bin/httpd-start, the nginx config and the collected static files, what a commit
@@ -195,13 +196,13 @@ in
 {
   inherit
     applayer
-    staticlayer
+    httpd
     mkArchive
-    static
+    staticFiles
     launcher
     configs
     layerPaths
     ;
   applayer-archive = mkArchive applayer;
-  staticlayer-archive = mkArchive staticlayer;
+  httpd-archive = mkArchive httpd;
 }

@@ -134,8 +134,8 @@ in
           fileset = lib.fileset.unions (
             appFiles
             ++ [
-              ../nix/nginx.conf
-              ../compose/edge.conf
+              ../nginx/httpd.conf
+              ../nginx/edge.conf
             ]
           );
         };

@@ -21,5 +21,5 @@ in
   # hand-made /etc files). `extraPaths` only brings the app's crate SBOM in: the app is
   # already in the closure.
   sbom-app = buildBom images.applayer { extraPaths = [ appWithCrates ]; };
-  sbom-httpd = buildBom images.staticlayer { };
+  sbom-httpd = buildBom images.httpd { };
 }

@@ -1,13 +1,12 @@
 # The live stack end to end, in a NixOS VM with Docker (x86_64-linux only): load the image
 # archives and the postgres/redis stand-ins, `docker compose -f compose/live.yml up`, then
-# check through nginx on 127.0.0.1:8001 a static file and its cache header, /readyz, and a
-# task going from the API through Redis and the worker to `done`.
+# check through the edge on https://127.0.0.1:8443 a static file and its cache header, /readyz,
+# and a task going from the API through Redis and the worker to `done`.
 {
   lib,
   pkgs,
   images,
   standins,
-  static,
   version,
   composeSrc,
   composeSecrets,
@@ -15,7 +14,7 @@
 let
   archives = [
     images.applayer-archive
-    images.staticlayer-archive
+    images.httpd-archive
     (images.mkArchive standins.postgres)
     (images.mkArchive standins.redis)
   ];
@@ -66,10 +65,10 @@ pkgs.testers.runNixOSTest {
 
         # A content-hashed file from `app collectstatic`, served by nginx, cached for a year.
         asset = machine.succeed(
-            "find ${static} -regextype posix-extended -regex '.*\\.[0-9a-f]{8}\\.[a-z0-9]+' "
+            "find ${images.staticFiles} -regextype posix-extended -regex '.*\\.[0-9a-f]{8}\\.[a-z0-9]+' "
             "-printf '%P\\n' | sort | head -n 1"
         ).strip()
-        assert asset, "no content-hashed static file in ${static}"
+        assert asset, "no content-hashed static file in ${images.staticFiles}"
         headers = machine.succeed(f"{curl} -fsS -o /dev/null -D - {base}/static/{asset}")
         assert re.search(r"(?im)^cache-control: .*max-age=31536000.*immutable", headers), headers
 

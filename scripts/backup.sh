@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Backups of the live stack, from the host: drives the `backup` service of compose/live.yml, which runs
-# backup/backup.sh with the PostgreSQL image's pg_dump/pg_restore.
+# backup/service.sh with the PostgreSQL image's pg_dump/pg_restore.
 #
 #   scripts/backup.sh now                      back up now (also runs on BACKUP_SCHEDULE by itself)
 #   scripts/backup.sh list                     the backups: name, age, size
@@ -26,8 +26,8 @@ die() { echo "backup: $*" >&2; exit 1; }
 dc() { docker compose -f "$compose_file" "$@"; }
 # shellcheck source=scripts/compose-status.sh
 . "$(dirname "${BASH_SOURCE[0]}")/compose-status.sh"
-# backup/backup.sh in the running backup service; its own refusals ("backup: ERROR: ...") pass through.
-in_backup() { service_exec backup sh /etc/backup/backup.sh "$@"; }
+# backup/service.sh in the running backup service; its own refusals ("backup: ERROR: ...") pass through.
+in_backup() { service_exec backup sh /etc/backup/service.sh "$@"; }
 
 human_age() {
     local s=$1

@@ -27,8 +27,8 @@
 #   COMPOSE_PROFILES      `acme` runs the ACME client (acme/README.md)
 #   LIVE_FILE             the compose file (default compose/live.yml)
 #   DEPLOY_WAIT           seconds a new replica may take to become healthy (default 120)
-#   NGINX_DNS_TTL         seconds nginx caches Docker's DNS answers (`resolver ... valid=` in nix/nginx.conf and
-#                         compose/edge.conf; default 2): waited after new replicas start, before old ones stop
+#   NGINX_DNS_TTL         seconds nginx caches Docker's DNS answers (`resolver ... valid=` in nginx/httpd.conf and
+#                         nginx/edge.conf; default 2): waited after new replicas start, before old ones stop
 #   REQUIRE_SIGNED_IMAGES=1  refuse images whose keyless cosign signature does not verify; needs cosign, images
 #                         from a registry and COSIGN_IDENTITY_REGEXP (the signing workflow's identity, e.g.
 #                         '^https://github.com/OWNER/REPO/'); COSIGN_OIDC_ISSUER (default GitHub Actions')

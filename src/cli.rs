@@ -1,5 +1,5 @@
 //! The `app` command line: one binary for every role (the sample's entrypoints and manage.py commands), listed in
-//! [`Command`] and dispatched in [`dispatch`], one line each.
+//! [`Command`] and dispatched in `dispatch`, one line each.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,10 +41,10 @@ pub enum Command {
     Wait,
     /// Exit 0 when the running server answers its liveness endpoint within 2 s.
     Healthcheck {
-        /// URL to GET (default: http://127.0.0.1:<port of LISTEN_ADDR>/healthz).
+        /// URL to GET (default: http://127.0.0.1:PORT/healthz, PORT from LISTEN_ADDR).
         #[arg(long, conflicts_with = "metrics")]
         url: Option<String>,
-        /// GET http://127.0.0.1:<port of METRICS_ADDR>/metrics instead (for `app tasks`, which serves no other port).
+        /// GET http://127.0.0.1:PORT/metrics instead, PORT from METRICS_ADDR (for `app tasks`, which serves no other port).
         #[arg(long)]
         metrics: bool,
     },

@@ -25,7 +25,7 @@ DESCRIPTION = """The benchmark harness; run it through bench/run.sh. Python 3 st
 It starts everything itself, on 127.0.0.1 with free ports, in one temporary directory removed at exit:
 PostgreSQL 15 (initdb; as a non-root user when run as root), Redis (append-only, fsync every second, as the live
 compose file), `app migrate`, `app collectstatic`, the release `app serve` and `app tasks`, and nginx (NGINX; the
-image's version, built by .ci/nginx.sh) with nix/nginx.conf (only the lines marked `# SUBST:` replaced). Then it
+image's version, built by .ci/nginx.sh) with nginx/httpd.conf (only the lines marked `# SUBST:` replaced). Then it
 measures, in this order:
 
   1. start-up: launch `app serve` (dependencies up) -> first 200 on /healthz, polled every 2 ms, median of runs;
@@ -290,7 +290,7 @@ def benchmark(args, tmp, services, meta):
     meta["skipped"] = sorted(args.skip)
     meta["postgres"] = "PostgreSQL 15, initdb defaults (fsync on, synchronous_commit on)"
     meta["redis"] = "appendonly yes, appendfsync everysec"
-    meta["nginx"] = f"{nginx_version()} with nix/nginx.conf (SUBST lines replaced), access log to /dev/null"
+    meta["nginx"] = f"{nginx_version()} with nginx/httpd.conf (SUBST lines replaced), access log to /dev/null"
     meta["experiments"] = experiments(args)
     results = {"meta": meta, "static_base_rps": base, "http": http, "tasks": tasks, "memory": memory,
                "postgres_stats": postgres_stats, "startup": startup, "sizes": {"binary": binary_size, "standin_image": image_size,

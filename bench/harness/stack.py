@@ -1,5 +1,5 @@
 """The servers under test, started on loopback with free ports: PostgreSQL, Redis, `app migrate` and
-`collectstatic`, `app serve`, `app tasks` and nginx with nix/nginx.conf; and the start-up time of `app serve`."""
+`collectstatic`, `app serve`, `app tasks` and nginx with nginx/httpd.conf; and the start-up time of `app serve`."""
 
 import json
 import os
@@ -181,9 +181,9 @@ class Stack:
 
     # -- nginx
     def nginx_conf(self):
-        src = os.path.join(REPO, "nix", "nginx.conf")
+        src = os.path.join(REPO, "nginx", "httpd.conf")
         if not os.path.exists(src):
-            raise HarnessError("nix/nginx.conf is missing")
+            raise HarnessError("nginx/httpd.conf is missing")
         ndir = self.owned_dir("nginx", mode=0o755)
         seen = {}
         out = []
@@ -211,7 +211,7 @@ class Stack:
                 elif name == "temp":
                     t = re.match(r"\s*(\w+_temp_path)\s+(\S+?);", line)
                     if not t:
-                        raise HarnessError(f"nix/nginx.conf: cannot read the SUBST:temp line {line.strip()!r}")
+                        raise HarnessError(f"nginx/httpd.conf: cannot read the SUBST:temp line {line.strip()!r}")
                     new = f"{t.group(1)} {ndir}/{os.path.basename(t.group(2))};"
                 else:  # hosts and anything new: unchanged
                     out.append(line)
@@ -219,7 +219,7 @@ class Stack:
                 out.append(f"{indent}{new}  # SUBST:{name} (bench)\n")
         for need in ("listen-default", "listen", "upstream", "static", "pid", "temp"):
             if need not in seen:
-                raise HarnessError(f"nix/nginx.conf has no line marked `# SUBST:{need}`; the harness cannot "
+                raise HarnessError(f"nginx/httpd.conf has no line marked `# SUBST:{need}`; the harness cannot "
                                    "run it on loopback")
         conf = os.path.join(ndir, "nginx.conf")
         with open(conf, "w") as f:

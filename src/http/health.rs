@@ -19,7 +19,7 @@ pub async fn healthz() -> impl IntoResponse {
     )
 }
 
-/// When the newest backup recorded by backup/backup.sh finished, in seconds since the epoch (`None`: none yet).
+/// When the newest backup recorded by the backup service (backup/service.sh) finished, in seconds since the epoch (`None`: none yet).
 pub async fn last_backup_success(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
     sqlx::query_scalar("SELECT extract(epoch FROM max(finished_at))::float8 FROM backup_runs")
         .fetch_one(pool)

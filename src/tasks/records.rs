@@ -85,7 +85,7 @@ pub struct StartedTask {
     pub request_id: Option<String>,
 }
 
-/// What [`TaskStore::start_many`] found for one delivery.
+/// What [`TaskStore::start_many`](super::store::TaskStore::start_many) found for one delivery.
 #[derive(Debug)]
 pub enum StartOutcome {
     Started(StartedTask),

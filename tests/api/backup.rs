@@ -1,4 +1,4 @@
-//! backup/backup.sh against real PostgreSQL, with this machine's pg_dump/pg_restore: a backup taken while writes
+//! backup/service.sh against real PostgreSQL, with this machine's pg_dump/pg_restore: a backup taken while writes
 //! continue restores to a consistent snapshot, damaged files are refused without changing anything, retention
 //! keeps exactly what its rule keeps, and `/readyz` and the metrics show the last success.
 
@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::helpers::{TestConfig, create_database, database_url, eventually, spawn_app_with};
 use crate::servers;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/backup/backup.sh");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/backup/service.sh");
 
 /// The directory holding pg_dump, pg_restore and psql: PATH first, then Debian's newest /usr/lib/postgresql/N/bin.
 fn pg_client_dir() -> PathBuf {
@@ -47,7 +47,7 @@ fn pg_client_dir() -> PathBuf {
         })
 }
 
-/// backup/backup.sh with the PG* variables of `database_url` and backups in `root`.
+/// backup/service.sh with the PG* variables of `database_url` and backups in `root`.
 fn script(database_url: &str, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let url = url::Url::parse(database_url).expect("database URL parses");
     let path = format!(
@@ -70,7 +70,7 @@ fn script(database_url: &str, root: &Path, args: &[&str], env: &[(&str, &str)]) 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("sh runs backup/backup.sh")
+    cmd.output().expect("sh runs backup/service.sh")
 }
 
 fn stdout(out: &Output) -> String {
@@ -81,12 +81,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `backup.sh now`, which must succeed.
+/// `service.sh now`, which must succeed.
 fn backup_now(database_url: &str, root: &Path) {
     let out = script(database_url, root, &["now"], &[]);
     assert!(
         out.status.success(),
-        "backup.sh now failed: {}",
+        "service.sh now failed: {}",
         stderr(&out)
     );
 }
@@ -185,7 +185,7 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_snapshot() {
     writer.await.expect("writer");
     assert!(
         out.status.success(),
-        "backup.sh now failed: {}",
+        "service.sh now failed: {}",
         stderr(&out)
     );
     assert!(stdout(&out).contains("wrote backup-"), "{}", stdout(&out));

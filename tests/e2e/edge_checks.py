@@ -25,8 +25,8 @@ from harness import (
     security_headers,
 )
 
-HTTPD_IMAGE = json.load(open(os.path.join(REPO, "nix", "image.json")))["static"]["image"]
-EDGE_CONF = os.path.join(REPO, "compose", "edge.conf")
+HTTPD_IMAGE = json.load(open(os.path.join(REPO, "nix", "image.json")))["httpd"]["image"]
+EDGE_CONF = os.path.join(REPO, "nginx", "edge.conf")
 
 
 def handshake(version_min, version_max, ciphers=None):

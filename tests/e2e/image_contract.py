@@ -58,7 +58,7 @@ def check_image_contract():
     layout = json.load(open(os.path.join(REPO, "nix", "image.json")))
     labels = expected_labels()
     cargo_cache = {}  # cargo tree and metadata once per target, for both images' binaries
-    for section in ("app", "static"):
+    for section in ("app", "httpd"):
         ref = f"{layout[section]['image']}:{TAG}"
         p = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, text=True)
         if not check(f"image contract: {ref} exists", p.returncode == 0, p.stderr.strip()):
@@ -75,7 +75,7 @@ def check_image_contract():
               f"wrong or missing: {wrong}, revision={revision!r}")
         binary = layout[section]["binary" if section == "app" else "launcher"]
         check_audit_data(ref, binary, cargo_cache)
-        if section == "static":
+        if section == "httpd":
             check_launcher(ref, layout[section])
     log("image contract: checked against nix/image.json, the file nix/image-contract.nix holds the Nix images to")
 
@@ -83,7 +83,7 @@ def check_image_contract():
 def check_launcher(ref, spec):
     """httpd-start in the httpd image: the entry point, and it runs there (no network: `nginx -t` resolves nothing)."""
     launcher, config = spec["launcher"], spec["config"]
-    check(f"image contract: {ref} entry point is {launcher} (nix/image.json static.launcher)",
+    check(f"image contract: {ref} entry point is {launcher} (nix/image.json httpd.launcher)",
           spec["entrypoint"][:1] == [launcher], json.dumps(spec["entrypoint"]))
 
     def run(*args):

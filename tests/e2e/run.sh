@@ -95,7 +95,7 @@ work=$(mktemp -d "/tmp/e2e-${run_id}.XXXX")
 export E2E_LOG_DIR="$work/logs" E2E_STATIC_DIR="$work/static" SECRETS_DIR="$work/secrets" E2E_RESULT="$work/result"
 mkdir -p "$E2E_LOG_DIR"
 app_image=$(python3 -c 'import json;print(json.load(open("nix/image.json"))["app"]["image"])')
-httpd_image=$(python3 -c 'import json;print(json.load(open("nix/image.json"))["static"]["image"])')
+httpd_image=$(python3 -c 'import json;print(json.load(open("nix/image.json"))["httpd"]["image"])')
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() { # preferred port, else a free one

@@ -25,7 +25,7 @@
 #                            /etc/passwd, /etc/group, CA certificates, /tmp 1777. No shell.
 #   docker-sample/httpd:TAG  staticlayer: nginx 1.30 (the image's version, built from source by .ci/nginx.sh) at
 #                            /bin/nginx (+ the libraries it links, libssl included), the entry point httpd-start
-#                            (cargo-built) at /bin/httpd-start, nix/nginx.conf at /etc/nginx/nginx.conf,
+#                            (cargo-built) at /bin/httpd-start, nginx/httpd.conf at /etc/nginx/nginx.conf,
 #                            `app collectstatic` output at /srv/static. No shell.
 #   POSTGRES_IMAGE           Debian's PostgreSQL 15 with an entrypoint honouring the official image's contract:
 #                            POSTGRES_USER / POSTGRES_PASSWORD(_FILE) / POSTGRES_DB / POSTGRES_INITDB_ARGS /
@@ -64,7 +64,7 @@ for k in sys.argv[2].split("."): v=v[k]
 print(v if isinstance(v,(str,int)) else json.dumps(v))' "$image_json" "$1"; }
 
 app_ref() { echo "$(json app.image):$STANDIN_TAG"; }
-httpd_ref() { echo "$(json static.image):$STANDIN_TAG"; }
+httpd_ref() { echo "$(json httpd.image):$STANDIN_TAG"; }
 
 # `docker import --change` lines for one section of nix/image.json (user, entrypoint, cmd, env, ports, workdir).
 changes_for() {
@@ -172,9 +172,9 @@ build_app() {
 
 build_httpd() {
     local root=$1 uid gid name group home static
-    if [ "${E2E_REAL_IMAGES:-0}" = 1 ]; then use_loaded static; return; fi
-    uid=$(json static.user.uid); gid=$(json static.user.gid); name=$(json static.user.name)
-    group=$(json static.user.group); home=$(json static.user.home); static=$(json static.static_root)
+    if [ "${E2E_REAL_IMAGES:-0}" = 1 ]; then use_loaded httpd; return; fi
+    uid=$(json httpd.user.uid); gid=$(json httpd.user.gid); name=$(json httpd.user.name)
+    group=$(json httpd.user.group); home=$(json httpd.user.home); static=$(json httpd.static_root)
     if [ -z "${NGINX:-}" ]; then
         NGINX=$(bash "$repo/.ci/nginx.sh" | tail -n1) || { echo "standins: no nginx for the httpd stand-in" >&2; return 1; }
     fi
@@ -187,16 +187,16 @@ build_httpd() {
     fi
     [ -x "$launcher" ] || { echo "standins: $launcher not found: cargo build --release --bin httpd-start" >&2; return 1; }
     base_rootfs "$root"
-    add_binary "$root" "$NGINX" "$(json static.binary)"
-    add_binary "$root" "$launcher" "$(json static.launcher)"
-    install -D -m 644 "$repo/$(json static.config_source)" "$root$(json static.config)"
+    add_binary "$root" "$NGINX" "$(json httpd.binary)"
+    add_binary "$root" "$launcher" "$(json httpd.launcher)"
+    install -D -m 644 "$repo/$(json httpd.config_source)" "$root$(json httpd.config)"
     mkdir -p "$root$static"
     "$APP_BIN" collectstatic "$root$static" >/dev/null
     chmod -R a+rX,go-w "$root$static"
     printf 'root:x:0:0:root:/root:/sbin/nologin\n%s:x:%s:%s:%s:%s:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' \
         "$name" "$uid" "$gid" "$name" "$home" > "$root/etc/passwd"
     printf 'root:x:0:\n%s:x:%s:\nnogroup:x:65534:\n' "$group" "$gid" > "$root/etc/group"
-    local changes; mapfile -t changes < <(changes_for static)
+    local changes; mapfile -t changes < <(changes_for httpd)
     import_rootfs "$root" "$(httpd_ref)" "${changes[@]}"
 }
 

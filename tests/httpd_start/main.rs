@@ -311,7 +311,7 @@ fn the_repository_configs_render_into_configs_nginx_accepts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tls = dir.path().join("tls");
     self_signed(&tls, "localhost");
-    let sources = ["nix/nginx.conf", "compose/edge.conf"].map(|name| {
+    let sources = ["nginx/httpd.conf", "nginx/edge.conf"].map(|name| {
         let text = std::fs::read_to_string(repo.join(name)).unwrap_or_else(|e| {
             panic!("cannot read {name} ({e}): the test's source set must include it (nix/rust.nix, app-nextest)")
         });
@@ -332,7 +332,7 @@ fn the_repository_configs_render_into_configs_nginx_accepts() {
             sources
                 .iter()
                 .any(|(_, text)| text.lines().any(|l| l.trim_end().ends_with(&line_end))),
-            "no line of nix/nginx.conf or compose/edge.conf ends with `{line_end}`"
+            "no line of nginx/httpd.conf or nginx/edge.conf ends with `{line_end}`"
         );
     }
     let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));

@@ -16,7 +16,7 @@ use crate::{Job, log, tls};
 /// How often the certificate and key files are looked at (metadata only: cheap).
 pub const POLL: Duration = Duration::from_secs(5);
 
-/// `watch`: the config names a certificate (nix/nginx.conf does not), so its files are polled.
+/// `watch`: the config names a certificate (nginx/httpd.conf does not), so its files are polled.
 pub fn run(job: &Job, watch: bool) -> u8 {
     // One thread: the work is waiting for signals, a child and a timer.
     match tokio::runtime::Builder::new_current_thread()

@@ -3,18 +3,18 @@
 # pg_dump and pg_restore match the server) and by scripts/backup.sh through `docker exec`.
 # POSIX sh; needs pg_dump, pg_restore, psql and cat, cut, date, dd, mkdir, mv, rm, sleep, sort, tail, tr, wc. Notes: backup/README.md.
 #
-#   backup.sh loop              back up whenever the newest backup is BACKUP_SCHEDULE old (the service's command)
-#   backup.sh now               one backup: dump, check, rename, record in PostgreSQL, prune
-#   backup.sh list              NAME AGE_SECONDS SIZE_BYTES, oldest first
-#   backup.sh newest            the newest backup's name
-#   backup.sh check             healthcheck: fails when the newest backup is older than BACKUP_MAX_AGE
-#   backup.sh prune             delete what BACKUP_KEEP does not keep (BACKUP_NOW fixes "now" for tests)
-#   backup.sh kept NAME...      print which of the given names BACKUP_KEEP keeps (no files touched)
-#   backup.sh verify-file FILE  refuse anything that is not a complete PostgreSQL custom-format dump
-#   backup.sh restore-into FILE DATABASE   create DATABASE (must not exist) and restore FILE into it
-#   backup.sh counts DATABASE   row count of every table of DATABASE's public schema
-#   backup.sh drop DATABASE     drop a scratch database (never PGDATABASE)
-#   backup.sh swap DATABASE     rename DATABASE to PGDATABASE, keeping the old one as PGDATABASE_before_restore
+#   service.sh loop             back up whenever the newest backup is BACKUP_SCHEDULE old (the service's command)
+#   service.sh now              one backup: dump, check, rename, record in PostgreSQL, prune
+#   service.sh list             NAME AGE_SECONDS SIZE_BYTES, oldest first
+#   service.sh newest           the newest backup's name
+#   service.sh check            healthcheck: fails when the newest backup is older than BACKUP_MAX_AGE
+#   service.sh prune            delete what BACKUP_KEEP does not keep (BACKUP_NOW fixes "now" for tests)
+#   service.sh kept NAME...     print which of the given names BACKUP_KEEP keeps (no files touched)
+#   service.sh verify-file FILE refuse anything that is not a complete PostgreSQL custom-format dump
+#   service.sh restore-into FILE DATABASE  create DATABASE (must not exist) and restore FILE into it
+#   service.sh counts DATABASE  row count of every table of DATABASE's public schema
+#   service.sh drop DATABASE    drop a scratch database (never PGDATABASE)
+#   service.sh swap DATABASE    rename DATABASE to PGDATABASE, keeping the old one as PGDATABASE_before_restore
 #
 # Environment: PGHOST/PGPORT/PGUSER/PGDATABASE or the stack's POSTGRES_HOST/PORT/USER/DB, PGPASSWORD or
 # POSTGRES_PASSWORD_FILE; BACKUP_ROOT (default /var/lib/postgresql, the service's volume); APP_VERSION (part of
