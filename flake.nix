@@ -73,7 +73,7 @@
             # Perl module (on by default), which the config does not use and which would put perl
             # and its libraries in the image.
             nginx = pkgs.nginx.override { withPerl = false; };
-            # `nix fmt`, the nix-format check and CI (.ci/nix-checks.sh): nixfmt-rs, byte-identical
+            # `nix fmt`, the nix-format check and CI (.ci/nix-lint.sh): nixfmt-rs, byte-identical
             # to nixfmt (the official style), and on crates.io.
             nixfmt = pkgs.nixfmt-rs;
             rust = scope.callPackage ./nix/rust.nix { };

@@ -16,8 +16,10 @@ if [ ! -x "$kit" ]; then
     exit 0
 fi
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# NIX_EVAL_LOG=FILE keeps the kit's output there: .ci/workflow-refs.py (the nix lint stage) reads it instead of
+# evaluating the same outputs again.
+log=${NIX_EVAL_LOG:-$(mktemp)}
+[ -n "${NIX_EVAL_LOG:-}" ] || trap 'rm -f "$log"' EXIT
 status=0
 # ALL_SYSTEMS=1 adds `nix flake check --no-build --all-systems` (all four systems; about 15 s more).
 ALL_SYSTEMS=1 "$kit" "$top" >"$log" 2>&1 || status=$?

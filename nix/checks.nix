@@ -71,7 +71,7 @@ rust.checks
         touch "$out"
       '';
 
-  # The same formatter and dead-code check as CI (.ci/nix-checks.sh) and `nix fmt`.
+  # The same formatter and dead-code check as CI (.ci/nix-lint.sh) and `nix fmt`.
   nix-format =
     pkgs.runCommand "nix-format"
       {

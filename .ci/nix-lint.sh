@@ -10,7 +10,9 @@
 #   4. no dead code in them (deadnix --fail);
 #   5. the GitHub workflow is valid YAML, and every flake output it names (`nix build .#X`,
 #      `nix run .#X`, …) exists for its runner's system, evaluated with ../shared/nix-eval
-#      (.ci/workflow-check.py; about 1.5 minutes, one evaluation per distinct name).
+#      (.ci/workflow-refs.py). With NIX_EVAL_LOG (.ci/run sets it), the references the nix eval
+#      stage already passed are read from its log and only the others (other systems' outputs) are
+#      evaluated: one evaluation for both stages.
 #
 # Installs what is missing: python3, python3-yaml (PyYAML; pip if apt has none) and nix-bin
 # (Debian) for check-flake-lock, the workflow check and nix-instantiate; nixfmt-rs and deadnix
@@ -28,7 +30,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 failed=()
 
-# step NAME COMMAND...: runs the command, prints "nix-checks: NAME ok|FAILED <seconds>".
+# step NAME COMMAND...: runs the command, prints "nix-lint: NAME ok|FAILED <seconds>".
 step() {
   local name=$1 start status ms
   shift
@@ -37,9 +39,9 @@ step() {
   status=$?
   ms=$(((${EPOCHREALTIME/./} - start) / 1000))
   if [ "$status" -eq 0 ]; then
-    printf 'nix-checks: %-14s ok     %d.%03ds\n' "$name" $((ms / 1000)) $((ms % 1000))
+    printf 'nix-lint: %-14s ok     %d.%03ds\n' "$name" $((ms / 1000)) $((ms % 1000))
   else
-    printf 'nix-checks: %-14s FAILED %d.%03ds (exit %d)\n' "$name" $((ms / 1000)) $((ms % 1000)) "$status"
+    printf 'nix-lint: %-14s FAILED %d.%03ds (exit %d)\n' "$name" $((ms / 1000)) $((ms % 1000)) "$status"
     failed+=("$name")
   fi
   return "$status"
@@ -85,21 +87,21 @@ if step install-tools install_tools; then
   if [ -e ../shared/tools/check-flake-lock ] || [ -n "${CI:-}" ]; then
     step flake-lock python3 ../shared/tools/check-flake-lock
   else
-    echo "nix-checks: flake-lock     SKIPPED (no pinned input list beside the clone)"
+    echo "nix-lint: flake-lock     SKIPPED (no pinned input list beside the clone)"
     lock_skipped=1
   fi
   step nix-parse parse_all
   step nixfmt nixfmt --check "${nix_files[@]}"
   step deadnix deadnix --fail "${nix_files[@]}"
-  step workflow python3 .ci/workflow-check.py
+  step workflow python3 .ci/workflow-refs.py
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
-  echo "nix-checks: failed: ${failed[*]}" >&2
+  echo "nix-lint: failed: ${failed[*]}" >&2
   exit 1
 fi
 if [ -n "${lock_skipped:-}" ]; then
-  echo "nix-checks: all ${#nix_files[@]} .nix files and the workflow's references verified; flake.lock and the outputs' evaluation skipped"
+  echo "nix-lint: all ${#nix_files[@]} .nix files and the workflow's references verified; flake.lock and the outputs' evaluation skipped"
 else
-  echo "nix-checks: all ${#nix_files[@]} .nix files, flake.lock and the workflow's flake outputs verified"
+  echo "nix-lint: all ${#nix_files[@]} .nix files, flake.lock and the workflow's flake outputs verified"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GitHub workflow against the flake, without GitHub and without building.
 
-Usage: workflow-check.py [--workflow FILE] [--kit PATH] [--list]
+Usage: workflow-refs.py [--workflow FILE] [--kit PATH] [--list]
 
   1. FILE (default .github/workflows/ci.yml) is valid YAML and well-formed: `on` and `jobs`, every job with
      `runs-on` and a list of `steps`, every step with exactly one of `run` / `uses`, every `needs` an existing job.
@@ -27,7 +27,7 @@ import sys
 try:
     import yaml
 except ImportError:
-    sys.exit("workflow-check: PyYAML is missing: apt-get install python3-yaml (or pip install pyyaml)")
+    sys.exit("workflow-refs: PyYAML is missing: apt-get install python3-yaml (or pip install pyyaml)")
 
 OUTPUT_TYPES = {"packages", "legacyPackages", "checks", "apps", "devShells", "formatter"}
 EXPR = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
@@ -170,22 +170,28 @@ def system_mismatch(ref):
     return None
 
 
-def kit_eval(kit, top, attrs):
-    """attr -> (ok, message) from one run of the evaluation kit."""
-    out = subprocess.run([kit, top] + attrs, capture_output=True, text=True)
-    if out.returncode not in (0, 1):
-        sys.exit(f"workflow-check: the evaluation kit failed (exit {out.returncode}):\n{out.stdout}{out.stderr}")
+def parse_kit_output(text):
+    """attr -> [ok, message] from the evaluation kit's PASS/FAIL lines."""
     results, current = {}, None
-    for line in out.stdout.splitlines():
+    for line in text.splitlines():
         m = re.match(r"(PASS|FAIL) (\S+)", line)
         if m:
             current = m.group(2)
             results[current] = [m.group(1) == "PASS", ""]
         elif current and not results[current][0] and line.startswith("     "):
             results[current][1] += line.strip() + " "
+    return results
+
+
+def kit_eval(kit, top, attrs):
+    """attr -> (ok, message) from one run of the evaluation kit."""
+    out = subprocess.run([kit, top] + attrs, capture_output=True, text=True)
+    if out.returncode not in (0, 1):
+        sys.exit(f"workflow-refs: the evaluation kit failed (exit {out.returncode}):\n{out.stdout}{out.stderr}")
+    results = parse_kit_output(out.stdout)
     missing = [a for a in attrs if a not in results]
     if missing:
-        sys.exit(f"workflow-check: the evaluation kit reported nothing for {missing}:\n{out.stdout}{out.stderr}")
+        sys.exit(f"workflow-refs: the evaluation kit reported nothing for {missing}:\n{out.stdout}{out.stderr}")
     return {a: (ok, msg.strip()) for a, (ok, msg) in results.items()}
 
 
@@ -199,6 +205,9 @@ def main():
     ap.add_argument("--workflow", default=os.path.join(top, ".github/workflows/ci.yml"))
     ap.add_argument("--kit", default=os.path.join(top, "..", "shared", "nix-eval", "eval"))
     ap.add_argument("--list", action="store_true", help="print the resolved references, evaluate nothing")
+    ap.add_argument("--eval-log", default=os.environ.get("NIX_EVAL_LOG"),
+                    help="the kit's output of a whole-flake evaluation of this tree (.ci/nix-eval.sh writes it; "
+                         "default $NIX_EVAL_LOG): the references it passed are not evaluated again")
     args = ap.parse_args()
     name = os.path.relpath(args.workflow, top)
 
@@ -206,32 +215,43 @@ def main():
         with open(args.workflow) as f:
             wf = yaml.safe_load(f)
     except yaml.YAMLError as e:
-        print(f"workflow-check: {name} is not valid YAML: {e}")
+        print(f"workflow-refs: {name} is not valid YAML: {e}")
         return 1
     problems = structure(wf)
     refs, ref_problems = references(wf) if isinstance(wf, dict) else ([], [])
     problems += ref_problems + [p for p in map(system_mismatch, refs) if p]
     distinct = sorted({(r.kind, r.system, r.name) for r in refs})
-    print(f"workflow-check: {name}: valid YAML, {len(wf.get('jobs') or {})} jobs, {len(refs)} flake references "
+    print(f"workflow-refs: {name}: valid YAML, {len(wf.get('jobs') or {})} jobs, {len(refs)} flake references "
           f"({len(distinct)} distinct)")
     if args.list:
         for kind, system, ref_name in distinct:
             print(f"  {kind:5} {system:13} .#{ref_name:40} -> {' or '.join(candidates(Ref('', system, '', kind, ref_name, '')))}")
     for p in problems:
-        print(f"workflow-check: FAIL {p}")
+        print(f"workflow-refs: FAIL {p}")
     if problems or args.list:
         return 1 if problems else 0
 
     if not os.access(args.kit, os.X_OK):
         if os.environ.get("CI") == "true":
-            print(f"workflow-check: FAIL the evaluation kit {args.kit} is missing (CI=true requires it)")
+            print(f"workflow-refs: FAIL the evaluation kit {args.kit} is missing (CI=true requires it)")
             return 1
-        print(f"workflow-check: SKIPPED the outputs' existence: no evaluation kit at {args.kit}")
+        print(f"workflow-refs: SKIPPED the outputs' existence: no evaluation kit at {args.kit}")
         return 0
 
     by_key = {(k, s, n): candidates(Ref("", s, "", k, n, "")) for k, s, n in distinct}
-    results = kit_eval(args.kit, top, sorted({c[0] for c in by_key.values()}))
-    fallbacks = sorted({c[1] for c in by_key.values() if len(c) > 1 and is_missing(results[c[0]][1])})
+    # One evaluation shared with the nix eval stage: what it passed (every x86_64-linux output) is taken from its
+    # log; only the rest (other systems, names it does not have) is evaluated here.
+    results = {}
+    if args.eval_log and os.path.isfile(args.eval_log):
+        with open(args.eval_log) as f:
+            results = {a: (True, "") for a, (ok, _) in parse_kit_output(f.read()).items() if ok}
+    wanted = sorted({c[0] for c in by_key.values() if not any(x in results for x in c)})
+    print(f"workflow-refs: {len(by_key) - len(wanted)} reference(s) passed in the shared evaluation"
+          f"{' (' + os.path.relpath(args.eval_log, top) + ')' if results else ''}, {len(wanted)} to evaluate")
+    if wanted:
+        results.update(kit_eval(args.kit, top, wanted))
+    fallbacks = sorted({c[1] for c in by_key.values()
+                        if len(c) > 1 and c[0] in results and not results[c[0]][0] and is_missing(results[c[0]][1])})
     if fallbacks:
         results.update(kit_eval(args.kit, top, fallbacks))
 
@@ -244,10 +264,10 @@ def main():
         users = [r for r in refs if (r.kind, r.system, r.name) == key]
         _, (_, msg) = outcome[-1]
         why = "the flake has no such output" if all(is_missing(m) for _, (_, m) in outcome) else f"does not evaluate: {msg}"
-        print(f"workflow-check: FAIL `.#{key[2]}` ({key[0]} on {key[1]}; tried {', '.join(c for c, _ in outcome)}): {why}")
+        print(f"workflow-refs: FAIL `.#{key[2]}` ({key[0]} on {key[1]}; tried {', '.join(c for c, _ in outcome)}): {why}")
         for r in users:
             print(f"    used in {r.step}: {r.line}")
-    print(f"workflow-check: {len(by_key) - failed} of {len(by_key)} distinct references evaluate, {failed} failed")
+    print(f"workflow-refs: {len(by_key) - failed} of {len(by_key)} distinct references evaluate, {failed} failed")
     return 1 if failed else 0
 
 

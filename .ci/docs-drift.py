@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Docs and defaults that cannot drift from the code. Python 3 standard library only; builds and evaluates nothing.
 
-Usage: drift-check.py [--verbose]      (from anywhere inside the repository; well under a second; Python >= 3.11)
+Usage: docs-drift.py [--verbose]      (from anywhere inside the repository; well under a second; Python >= 3.11)
 
 --verbose also prints what it found in the sources: the subcommands, the flake's apps and systems.
 
@@ -48,7 +48,7 @@ import sys
 try:
     import tomllib
 except ImportError:  # Python < 3.11
-    sys.exit("drift-check: needs Python >= 3.11 (tomllib, to read Cargo.toml)")
+    sys.exit("docs-drift: needs Python >= 3.11 (tomllib, to read Cargo.toml)")
 
 # Tools from outside the repository the READMEs may run. A new one is added here, deliberately.
 ALLOWED = {
@@ -65,7 +65,7 @@ CONTROL = {";", ";;", "&&", "||", "|", "|&", "&", "(", ")", "\n"}
 REDIRECT = re.compile(r"^(\d*)(<|>|>>|<<|<<<|>&|<&|&>|&>>|>\|)$")
 ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 PLACEHOLDER = re.compile(r"<[A-Za-z][\w .-]*>")
-# Names the READMEs show on purpose as wrong (nix/README.md: what .ci/workflow-check.py rejects); NAME, X: placeholders.
+# Names the READMEs show on purpose as wrong (nix/README.md: what .ci/workflow-refs.py rejects); NAME, X: placeholders.
 PLACEHOLDERS = {"applayer-archiv", "push-indexx"}
 OUTPUT_TYPES = {"packages", "apps", "checks", "devShells", "formatter", "legacyPackages", "nixosModules", "overlays"}
 
@@ -462,13 +462,13 @@ def check_command(repo, where, words, shown, inline=False):
         return
     if prog not in ALLOWED:
         fail(where, shown, f"`{prog}` is neither a file of the repository nor an allowed tool "
-             "(ALLOWED in .ci/drift-check.py)")
+             "(ALLOWED in .ci/docs-drift.py)")
 
 
 def check_sub(repo, where, shown, binary, args):
     subs = repo.subcommands.get(binary) or set()
     if not subs:
-        fail(where, shown, f"found no subcommands of {binary} in the sources (update .ci/drift-check.py)")
+        fail(where, shown, f"found no subcommands of {binary} in the sources (update .ci/docs-drift.py)")
         return
     words = [a for a in args if not a.startswith("-")]
     if args and args[0] in ("-h", "--help", "-V", "--version", "help"):
@@ -695,21 +695,21 @@ def main():
     sites = check_version(repo)
     if not sites:
         fail("compose/dev.yml", "${DEV_VERSION:-...}", "found no default tag to compare with Cargo.toml "
-             "(moved? update .ci/drift-check.py)")
+             "(moved? update .ci/docs-drift.py)")
     for what, found in (("app subcommands", repo.subcommands["app"]),
                         ("httpd-start subcommands", repo.subcommands["httpd-start"]),
                         ("flake apps", repo.apps), ("flake systems", repo.systems)):
         if not found:
-            fail("drift-check", what, "none found in the sources: they moved or changed shape; update "
-                 ".ci/drift-check.py so that it finds them again")
+            fail("docs-drift", what, "none found in the sources: they moved or changed shape; update "
+                 ".ci/docs-drift.py so that it finds them again")
         elif verbose:
-            print(f"drift-check: {what}: {' '.join(sorted(found))}")
+            print(f"docs-drift: {what}: {' '.join(sorted(found))}")
     files = readmes(repo)
     for rel in files:
         check_readme(repo, rel)
     for line in failures:
-        print(f"drift-check: FAIL {line}")
-    print(f"drift-check: version {repo.version}: {len(sites)} default tag(s) ({', '.join(sites)}); "
+        print(f"docs-drift: FAIL {line}")
+    print(f"docs-drift: version {repo.version}: {len(sites)} default tag(s) ({', '.join(sites)}); "
           f"{checked['commands']} commands and {checked['flake refs']} flake references in {len(files)} READMEs; "
           f"{len(failures)} failure(s)")
     return 1 if failures else 0
