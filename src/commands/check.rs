@@ -63,6 +63,7 @@ pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
         ("task_claim_idle", millis(s.tasks.claim_idle)),
         ("task_timeout", secs(s.tasks.task_timeout)),
         ("task_retention", secs(s.tasks.retention)),
+        ("idempotency_key_ttl", secs(s.tasks.idempotency_ttl)),
         (
             "queue_max_backlog",
             match s.tasks.max_backlog {

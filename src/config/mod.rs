@@ -71,6 +71,8 @@ pub struct TaskSettings {
     pub claim_idle: Duration,
     pub task_timeout: Duration,
     pub retention: Duration,
+    /// `IDEMPOTENCY_KEY_TTL_HOURS`: how long an `Idempotency-Key` names its task (`tasks::idempotency`).
+    pub idempotency_ttl: Duration,
     /// `QUEUE_MAX_BACKLOG`: unfinished tasks at which new ones are refused (0: no bound; `tasks::backlog`).
     pub max_backlog: u64,
 }
@@ -85,6 +87,7 @@ impl Default for TaskSettings {
             claim_idle: Duration::from_millis(10_000),
             task_timeout: Duration::from_secs(120),
             retention: Duration::from_secs(168 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
             max_backlog: 10_000,
         }
     }
@@ -127,6 +130,7 @@ impl Settings {
             claim_idle: env.millis("TASK_CLAIM_IDLE_MS", defaults.claim_idle),
             task_timeout: env.seconds("TASK_TIMEOUT", defaults.task_timeout),
             retention: env.hours("TASK_RETENTION_HOURS", defaults.retention),
+            idempotency_ttl: env.hours("IDEMPOTENCY_KEY_TTL_HOURS", defaults.idempotency_ttl),
             max_backlog: env.parse("QUEUE_MAX_BACKLOG", defaults.max_backlog),
         };
         let settings = Settings {

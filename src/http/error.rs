@@ -56,6 +56,11 @@ impl From<EnqueueError> for ApiError {
             EnqueueError::Database(err) => err.into(),
             EnqueueError::Queue(err) => Self::unavailable("the queue", &err),
             err @ EnqueueError::Interrupted => Self::unavailable("the queue", &err),
+            err @ EnqueueError::KeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                err.to_string(),
+            ),
         }
     }
 }

@@ -13,7 +13,9 @@ use super::request_id::RequestId;
 use super::state::AppState;
 use crate::tasks::queue::{HEARTBEAT_STALE_AFTER, now_ms};
 use crate::tasks::records::TaskSummary;
-use crate::tasks::{EnqueueError, InvalidTask, QueueFull, TaskSpec};
+use crate::tasks::{
+    EnqueueError, Idempotency, InvalidIdempotencyKey, InvalidTask, QueueFull, Queued, TaskSpec,
+};
 
 #[derive(Serialize)]
 pub struct TaskRow {
@@ -56,6 +58,8 @@ pub struct StatusPage {
     pub checks: Vec<Check>,
     pub tasks: Vec<TaskRow>,
     pub csrf_token: String,
+    /// A fresh key per view: submitting the form twice (a double click) queues one task.
+    pub idempotency_key: String,
     pub css_url: String,
     pub js_url: String,
     pub logo_url: String,
@@ -134,6 +138,7 @@ pub async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> R
             .map(TaskRow::from)
             .collect(),
         csrf_token: token.clone(),
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
         css_url: url("app.css"),
         js_url: url("app.js"),
         logo_url: url("logo.svg"),
@@ -166,6 +171,7 @@ pub async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> R
 #[derive(Debug, Deserialize)]
 pub struct EnqueueForm {
     pub csrf_token: Option<String>,
+    pub idempotency_key: Option<String>,
     pub kind: String,
     pub text: Option<String>,
     pub ms: Option<u64>,
@@ -177,6 +183,8 @@ pub enum EnqueueFormError {
     Csrf(#[from] CsrfError),
     #[error(transparent)]
     Invalid(#[from] InvalidTask),
+    #[error(transparent)]
+    BadKey(#[from] InvalidIdempotencyKey),
     #[error(transparent)]
     Full(#[from] QueueFull),
     #[error(transparent)]
@@ -190,6 +198,11 @@ impl IntoResponse for EnqueueFormError {
             Self::Invalid(err) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_task",
+                err.to_string(),
+            ),
+            Self::BadKey(err) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
                 err.to_string(),
             ),
             Self::Full(err) => return err.into_response(),
@@ -223,9 +236,18 @@ pub async fn enqueue_form(
         chrono::Utc::now().timestamp(),
     )?;
     let spec = TaskSpec::from_form(&form.kind, form.text, form.ms)?;
+    let idempotency = form
+        .idempotency_key
+        .as_deref()
+        .map(|key| Idempotency::new(key, &spec))
+        .transpose()?;
     state.backlog.admit().await?;
     let request_id = request_id.as_ref().map(|Extension(id)| id.as_str());
-    let record = state.enqueue(&spec, request_id).await?;
-    tracing::info!(task_id = %record.id, kind = %record.kind, "task queued from the form");
+    let Queued { record, replayed } = state.enqueue(&spec, request_id, idempotency).await?;
+    if replayed {
+        tracing::info!(task_id = %record.id, kind = %record.kind, "form sent again: the task queued before");
+    } else {
+        tracing::info!(task_id = %record.id, kind = %record.kind, "task queued from the form");
+    }
     Ok(Redirect::to("/"))
 }

@@ -11,7 +11,9 @@ use super::page_snapshot::PageSnapshot;
 use super::templates::Templates;
 use crate::assets::Assets;
 use crate::config::Settings;
-use crate::tasks::{Backlog, EnqueueBatches, EnqueueError, Queue, TaskRecord, TaskSpec, TaskStore};
+use crate::tasks::{
+    Backlog, EnqueueBatches, EnqueueError, Idempotency, Queue, Queued, TaskSpec, TaskStore,
+};
 
 /// Cloned several times per request (extractors, `from_fn_with_state`, per-route services): one `Arc`, so a
 /// clone is one atomic increment instead of ~10 allocations (secret key, Redis client info, queue key names).
@@ -73,10 +75,20 @@ impl AppState {
         &self,
         spec: &TaskSpec,
         request_id: Option<&str>,
-    ) -> Result<TaskRecord, EnqueueError> {
+        idempotency: Option<Idempotency>,
+    ) -> Result<Queued, EnqueueError> {
         let max_attempts = self.settings.tasks.max_attempts;
-        let queued = self.enqueues.enqueue(spec, max_attempts, request_id).await;
-        if queued.is_ok() {
+        let queued = self
+            .enqueues
+            .enqueue(spec, max_attempts, request_id, idempotency)
+            .await;
+        if matches!(
+            queued,
+            Ok(Queued {
+                replayed: false,
+                ..
+            })
+        ) {
             self.backlog.note_queued();
         }
         self.page_snapshot.invalidate();

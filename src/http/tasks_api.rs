@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +16,9 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::request_id::RequestId;
 use super::state::AppState;
-use crate::tasks::{EnqueueError, InvalidTask, QueueFull, TaskSpec};
+use crate::tasks::{
+    EnqueueError, Idempotency, InvalidIdempotencyKey, InvalidTask, QueueFull, TaskSpec,
+};
 
 /// Longest `?wait=` accepted.
 pub const MAX_WAIT_SECS: f64 = 30.0;
@@ -34,10 +36,17 @@ pub struct CreateTask {
     pub payload: Value,
 }
 
+/// The request header that names a request, so that sending it again never queues a second task.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// On the answer to a request repeated with its key: the task is the one the first request queued (Stripe's name).
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTaskError {
     #[error(transparent)]
     Invalid(#[from] InvalidTask),
+    #[error(transparent)]
+    BadKey(#[from] InvalidIdempotencyKey),
     #[error(transparent)]
     Full(#[from] QueueFull),
     #[error(transparent)]
@@ -54,6 +63,11 @@ impl IntoResponse for CreateTaskError {
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, err.to_string())
             }
+            Self::BadKey(err) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                err.to_string(),
+            ),
             Self::Full(err) => return err.into_response(),
             Self::Unavailable(err) => err.into(),
         }
@@ -66,24 +80,44 @@ pub fn task_location(id: Uuid) -> String {
 }
 
 /// `POST /api/tasks` → 202 with the queued task and its `Location`; 503 `queue_full` at `QUEUE_MAX_BACKLOG`
-/// (asked after validation, so a bad request still learns what is wrong with it).
+/// (asked after validation, so a bad request still learns what is wrong with it). With an `Idempotency-Key`
+/// already used by the same request: 202 with that request's task and `Idempotent-Replayed: true`; used by another
+/// request: 422 `idempotency_key_reused`.
 pub async fn create(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<Response, CreateTaskError> {
     let spec = TaskSpec::parse(&body.kind, &body.payload)?;
+    let idempotency = match headers.get(IDEMPOTENCY_KEY) {
+        Some(key) => Some(Idempotency::new(
+            key.to_str().map_err(|_| InvalidIdempotencyKey)?,
+            &spec,
+        )?),
+        None => None,
+    };
     state.backlog.admit().await?;
     let request_id = request_id.as_ref().map(|Extension(id)| id.as_str());
-    let record = state.enqueue(&spec, request_id).await?;
-    tracing::info!(task_id = %record.id, kind = %record.kind, "task queued");
-    let location = task_location(record.id);
-    Ok((
+    let queued = state.enqueue(&spec, request_id, idempotency).await?;
+    let record = queued.record;
+    if queued.replayed {
+        tracing::info!(task_id = %record.id, kind = %record.kind, "repeated request: the task queued before");
+    } else {
+        tracing::info!(task_id = %record.id, kind = %record.kind, "task queued");
+    }
+    let mut response = (
         StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
+        [(header::LOCATION, task_location(record.id))],
         Json(record),
     )
-        .into_response())
+        .into_response();
+    if queued.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

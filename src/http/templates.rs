@@ -126,6 +126,7 @@ mod tests {
                 error: String::new(),
             }],
             csrf_token: "token-123".into(),
+            idempotency_key: "k-0190c0de".into(),
             css_url: "/static/app.1234abcd.css".into(),
             js_url: "/static/app.js".into(),
             logo_url: "/static/logo.svg".into(),

@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::queue::{Queue, now_ms};
-use super::records::{NewTask, StaleTask, StartedTask, TaskRecord};
+use super::records::{KeyedTask, NewTask, StaleTask, StartedTask, TaskRecord};
 use super::store::TaskStore;
 use crate::db::KeptConnection;
 
@@ -22,6 +22,16 @@ pub enum EnqueueError {
     Queue(#[from] redis::RedisError),
     #[error("enqueue interrupted")]
     Interrupted,
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
+}
+
+/// A task the caller's request queued, or, for a request repeated with its `Idempotency-Key`, the one the first
+/// request queued (`replayed`).
+#[derive(Debug)]
+pub struct Queued {
+    pub record: TaskRecord,
+    pub replayed: bool,
 }
 
 /// The same failure for every caller of a batch (`sqlx::Error` is not `Clone`): what the HTTP layer reads of it
@@ -57,7 +67,7 @@ impl Failure {
 #[derive(Debug)]
 pub struct EnqueuedBatch {
     /// One per task, in the order given.
-    pub results: Vec<Result<TaskRecord, EnqueueError>>,
+    pub results: Vec<Result<Queued, EnqueueError>>,
     /// The tasks Redis took, and the stream entry that carries each (`entry_ids[i]` carries `task_ids[i]`).
     pub task_ids: Vec<Uuid>,
     pub entry_ids: Vec<String>,
@@ -90,46 +100,25 @@ impl<'a> Lifecycle<'a> {
     /// removed again and nothing is left. Should PostgreSQL refuse the statement itself (rather than be
     /// unreachable), the tasks are written one by one, so that one task's bad row fails alone.
     pub async fn enqueue_many(&self, tasks: &[NewTask]) -> EnqueuedBatch {
-        let inserted: Vec<Result<TaskRecord, EnqueueError>> =
-            match self.store.insert_many(tasks).await {
-                Ok(records) => {
-                    let mut by_id: HashMap<Uuid, TaskRecord> =
-                        records.into_iter().map(|r| (r.id, r)).collect();
-                    tasks
-                        .iter()
-                        .map(|t| by_id.remove(&t.id).ok_or(sqlx::Error::RowNotFound.into()))
-                        .collect()
-                }
-                Err(sqlx::Error::Database(err)) if tasks.len() > 1 => {
-                    tracing::warn!(tasks = tasks.len(), error = %err,
-                        "a batch of new tasks was refused; writing them one by one");
-                    let mut one_by_one = Vec::with_capacity(tasks.len());
-                    for task in tasks {
-                        one_by_one.push(self.store.insert(task).await.map_err(Into::into));
-                    }
-                    one_by_one
-                }
-                Err(err) => tasks
-                    .iter()
-                    .map(|_| Err(EnqueueError::Database(copy_of(&err))))
-                    .collect(),
-            };
+        let inserted = self.insert(tasks).await;
+        let results = self.answer_repeats(tasks, inserted).await;
+        // The new tasks go to Redis; a repeat's task is there already.
         let written: Vec<Uuid> = tasks
             .iter()
-            .zip(&inserted)
-            .filter(|(_, row)| row.is_ok())
+            .zip(&results)
+            .filter(|(_, result)| matches!(result, Ok(q) if !q.replayed))
             .map(|(task, _)| task.id)
             .collect();
         if written.is_empty() {
             return EnqueuedBatch {
-                results: inserted,
+                results,
                 task_ids: Vec::new(),
                 entry_ids: Vec::new(),
             };
         }
         match self.queue.enqueue_many(&written).await {
             Ok(entry_ids) => EnqueuedBatch {
-                results: inserted,
+                results,
                 task_ids: written,
                 entry_ids,
             },
@@ -138,16 +127,93 @@ impl<'a> Lifecycle<'a> {
                     tracing::error!(tasks = written.len(), error = %db_err,
                         "could not remove tasks Redis refused; the reconciler will send them later");
                 }
+                let results = results
+                    .into_iter()
+                    .map(|result| match result {
+                        Ok(q) if !q.replayed => Err(EnqueueError::Queue(err.clone())),
+                        other => other,
+                    })
+                    .collect();
                 EnqueuedBatch {
-                    results: inserted
-                        .into_iter()
-                        .map(|row| row.and_then(|_| Err(EnqueueError::Queue(err.clone()))))
-                        .collect(),
+                    results,
                     task_ids: Vec::new(),
                     entry_ids: Vec::new(),
                 }
             }
         }
+    }
+
+    /// The rows, one statement for the batch; `Ok(None)` for a task whose idempotency key another task holds.
+    async fn insert(&self, tasks: &[NewTask]) -> Vec<Result<Option<TaskRecord>, EnqueueError>> {
+        match self.store.insert_many(tasks).await {
+            Ok(records) => {
+                let mut by_id: HashMap<Uuid, TaskRecord> =
+                    records.into_iter().map(|r| (r.id, r)).collect();
+                tasks.iter().map(|t| Ok(by_id.remove(&t.id))).collect()
+            }
+            Err(sqlx::Error::Database(err)) if tasks.len() > 1 => {
+                tracing::warn!(tasks = tasks.len(), error = %err,
+                    "a batch of new tasks was refused; writing them one by one");
+                let mut one_by_one = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    let one = self.store.insert_many(std::slice::from_ref(task)).await;
+                    one_by_one.push(one.map(|mut rows| rows.pop()).map_err(Into::into));
+                }
+                one_by_one
+            }
+            Err(err) => tasks
+                .iter()
+                .map(|_| Err(EnqueueError::Database(copy_of(&err))))
+                .collect(),
+        }
+    }
+
+    /// Each task inserted, or the task that holds its idempotency key: the same request's (a repeat), or a
+    /// refusal when the key was used for another request.
+    async fn answer_repeats(
+        &self,
+        tasks: &[NewTask],
+        inserted: Vec<Result<Option<TaskRecord>, EnqueueError>>,
+    ) -> Vec<Result<Queued, EnqueueError>> {
+        let keys: Vec<&str> = tasks
+            .iter()
+            .zip(&inserted)
+            .filter(|(_, row)| matches!(row, Ok(None)))
+            .filter_map(|(task, _)| task.idempotency.as_ref().map(|i| i.key.as_str()))
+            .collect();
+        let holders: Result<HashMap<String, KeyedTask>, sqlx::Error> = if keys.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.store
+                .keyed_tasks(&keys)
+                .await
+                .map(|found| found.into_iter().map(|k| (k.key.clone(), k)).collect())
+        };
+        tasks
+            .iter()
+            .zip(inserted)
+            .map(|(task, row)| match row? {
+                Some(record) => Ok(Queued {
+                    record,
+                    replayed: false,
+                }),
+                None => {
+                    let holders = holders
+                        .as_ref()
+                        .map_err(|err| EnqueueError::Database(copy_of(err)))?;
+                    let asked = task.idempotency.as_ref().ok_or(EnqueueError::Interrupted)?;
+                    match holders.get(&asked.key) {
+                        Some(held) if held.request_hash == asked.request_hash => Ok(Queued {
+                            record: held.record.clone(),
+                            replayed: true,
+                        }),
+                        Some(_) => Err(EnqueueError::KeyReused),
+                        // Its holder was removed since (Redis refused it): the request may be sent again.
+                        None => Err(EnqueueError::Interrupted),
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Records a batch of successful attempts in one `UPDATE` on `kept`, then retires their entries in one round

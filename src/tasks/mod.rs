@@ -3,6 +3,7 @@
 
 pub mod backlog;
 pub mod batches;
+pub mod idempotency;
 pub mod kinds;
 pub mod lifecycle;
 pub mod queue;
@@ -12,8 +13,9 @@ pub mod worker;
 
 pub use backlog::{Backlog, QueueFull};
 pub use batches::EnqueueBatches;
+pub use idempotency::{Idempotency, InvalidIdempotencyKey};
 pub use kinds::{InvalidTask, TaskSpec};
-pub use lifecycle::{EnqueueError, EnqueuedBatch, Lifecycle};
+pub use lifecycle::{EnqueueError, EnqueuedBatch, Lifecycle, Queued};
 pub use queue::Queue;
 pub use records::{TaskRecord, TaskState};
 pub use store::TaskStore;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::idempotency::Idempotency;
 use super::kinds::TaskSpec;
 
 /// A task about to be written: its id is chosen before the row exists, so the stream entry can name it.
@@ -15,6 +16,8 @@ pub struct NewTask {
     pub spec: TaskSpec,
     pub max_attempts: i32,
     pub request_id: Option<String>,
+    /// Its `Idempotency-Key`, if the request had one.
+    pub idempotency: Option<Idempotency>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -93,6 +96,14 @@ pub enum StartOutcome {
     Drop(&'static str),
     /// Another worker holds a live lease: leave the delivery pending, never run it concurrently.
     HeldElsewhere,
+}
+
+/// The task that holds an idempotency key, and the hash of the request that queued it.
+#[derive(Debug)]
+pub struct KeyedTask {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+    pub record: TaskRecord,
 }
 
 /// An unfinished task the reconciler should check against Redis.

@@ -247,6 +247,7 @@ async fn one_refused_row_does_not_fail_the_rest_of_its_batch() {
             },
             max_attempts: 3,
             request_id: None,
+            idempotency: None,
         })
         .collect();
     let store = TaskStore::new(app.pool.clone());

@@ -12,6 +12,7 @@ mod compression;
 mod csrf_cookie;
 mod headers_once;
 mod health;
+mod idempotency;
 mod page;
 mod tasks_api;
 mod worker;

@@ -19,6 +19,7 @@ from faults import (
     fault_stop_app,
     fault_two_workers,
 )
+from keyed_retries import fault_kill_app_keyed
 from harness import (
     CA_FILE,
     SECRETS_DIR,
@@ -240,6 +241,7 @@ def live_phase():
         ("fault kill tasks", lambda: fault_kill_tasks(live, port)),
         ("fault stop app", lambda: fault_stop_app(live, port)),
         ("fault app replaced", lambda: fault_app_replaced(live, port)),
+        ("fault kill app, keyed retries", lambda: fault_kill_app_keyed(live, port)),
         ("fault two workers", lambda: fault_two_workers(live, port)),
     ]
     old_task = None

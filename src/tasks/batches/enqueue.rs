@@ -19,16 +19,17 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{EntryIdBatches, MAX_BATCH};
+use crate::tasks::idempotency::Idempotency;
 use crate::tasks::kinds::TaskSpec;
-use crate::tasks::lifecycle::{EnqueueError, Lifecycle};
+use crate::tasks::lifecycle::{EnqueueError, Lifecycle, Queued};
 use crate::tasks::queue::Queue;
-use crate::tasks::records::{NewTask, TaskRecord};
+use crate::tasks::records::NewTask;
 use crate::tasks::store::TaskStore;
 
 /// Most batches being written at once.
 const IN_FLIGHT: usize = 4;
 
-type Answer = oneshot::Sender<Result<TaskRecord, EnqueueError>>;
+type Answer = oneshot::Sender<Result<Queued, EnqueueError>>;
 
 pub struct EnqueueBatches {
     queued: mpsc::UnboundedSender<(NewTask, Answer)>,
@@ -43,18 +44,21 @@ impl EnqueueBatches {
         Self { queued }
     }
 
-    /// Records a task and hands it to the workers; returns once both writes are done (or have failed).
+    /// Records a task and hands it to the workers; returns once both writes are done (or have failed). With an
+    /// idempotency key already taken by the same request, returns that request's task instead.
     pub async fn enqueue(
         &self,
         spec: &TaskSpec,
         max_attempts: i32,
         request_id: Option<&str>,
-    ) -> Result<TaskRecord, EnqueueError> {
+        idempotency: Option<Idempotency>,
+    ) -> Result<Queued, EnqueueError> {
         let task = NewTask {
             id: Uuid::new_v4(),
             spec: spec.clone(),
             max_attempts,
             request_id: request_id.map(str::to_owned),
+            idempotency,
         };
         let (answer, answered) = oneshot::channel();
         self.queued

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use sqlx::postgres::types::PgInterval;
 use uuid::Uuid;
 
-use super::records::{NewTask, StaleTask, TaskRecord, TaskState, TaskSummary};
+use super::records::{KeyedTask, NewTask, StaleTask, TaskRecord, TaskState, TaskSummary};
 
 /// Every query on the `tasks` table: new tasks and what readers see here, the worker's attempts in `attempts.rs`.
 #[derive(Clone)]
@@ -34,9 +34,12 @@ impl TaskStore {
         Self { pool }
     }
 
-    /// Inserts queued tasks in one statement and one commit (see `batches/enqueue.rs`), returning their records in
-    /// no particular order. They are committed before the work goes to Redis, so a worker never sees an entry whose
-    /// task it cannot find.
+    /// Inserts queued tasks in one statement and one commit (see `batches/enqueue.rs`), returning the records of
+    /// those inserted, in no particular order. They are committed before the work goes to Redis, so a worker never
+    /// sees an entry whose task it cannot find. A task whose `Idempotency-Key` is already taken (by an earlier
+    /// request, or by another task of this batch) is not inserted: [`TaskStore::keyed_tasks`] finds what holds it.
+    /// A key taken by a transaction still open waits for it, so a repeat sent while the first is being written finds
+    /// the first's task.
     pub async fn insert_many(&self, tasks: &[NewTask]) -> Result<Vec<TaskRecord>, sqlx::Error> {
         let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
         let kinds: Vec<&str> = tasks.iter().map(|t| t.spec.kind()).collect();
@@ -44,10 +47,29 @@ impl TaskStore {
         let max_attempts: Vec<i32> = tasks.iter().map(|t| t.max_attempts).collect();
         let request_ids: Vec<Option<&str>> =
             tasks.iter().map(|t| t.request_id.as_deref()).collect();
+        let keys: Vec<Option<&str>> = tasks
+            .iter()
+            .map(|t| t.idempotency.as_ref().map(|i| i.key.as_str()))
+            .collect();
+        let hashes: Vec<Option<&[u8]>> = tasks
+            .iter()
+            .map(|t| t.idempotency.as_ref().map(|i| i.request_hash.as_slice()))
+            .collect();
         sqlx::query_as!(
             TaskRecord,
-            r#"INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::text[])
+            r#"WITH given AS (
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::text[], $6::text[],
+                                      $7::bytea[])
+                   AS g(id, kind, payload, max_attempts, request_id, key, request_hash)
+               ), claimed AS (
+                 INSERT INTO idempotency_keys (key, request_hash, task_id)
+                 SELECT key, request_hash, id FROM given WHERE key IS NOT NULL
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING task_id
+               )
+               INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
+               SELECT id, kind, payload, max_attempts, request_id FROM given
+               WHERE key IS NULL OR id IN (SELECT task_id FROM claimed)
                RETURNING id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
                          result, error, request_id, run_at, created_at, updated_at, started_at, finished_at"#,
             &ids,
@@ -55,28 +77,49 @@ impl TaskStore {
             &payloads,
             &max_attempts,
             &request_ids as &[Option<&str>],
+            &keys as &[Option<&str>],
+            &hashes as &[Option<&[u8]>],
         )
         .fetch_all(&self.pool)
         .await
     }
 
-    /// Inserts one queued task: [`TaskStore::insert_many`] for a single task, used when a batch's statement was
-    /// refused so that one task's bad row fails alone.
-    pub async fn insert(&self, task: &NewTask) -> Result<TaskRecord, sqlx::Error> {
-        sqlx::query_as!(
-            TaskRecord,
-            r#"INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
-               VALUES ($1, $2, $3, $4, $5)
-               RETURNING id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
-                         result, error, request_id, run_at, created_at, updated_at, started_at, finished_at"#,
-            task.id,
-            task.spec.kind(),
-            task.spec.payload(),
-            task.max_attempts,
-            task.request_id.as_deref(),
+    /// The tasks that hold these idempotency keys, with the hash of the request that queued each.
+    pub async fn keyed_tasks(&self, keys: &[&str]) -> Result<Vec<KeyedTask>, sqlx::Error> {
+        let rows = sqlx::query!(
+            r#"SELECT k.key, k.request_hash,
+                      t.id, t.kind, t.payload, t.state AS "state: TaskState", t.attempts, t.max_attempts,
+                      t.result, t.error, t.request_id, t.run_at, t.created_at, t.updated_at, t.started_at,
+                      t.finished_at
+               FROM idempotency_keys k JOIN tasks t ON t.id = k.task_id
+               WHERE k.key = ANY($1)"#,
+            keys as &[&str],
         )
-        .fetch_one(&self.pool)
-        .await
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyedTask {
+                key: r.key,
+                request_hash: r.request_hash,
+                record: TaskRecord {
+                    id: r.id,
+                    kind: r.kind,
+                    payload: r.payload,
+                    state: r.state,
+                    attempts: r.attempts,
+                    max_attempts: r.max_attempts,
+                    result: r.result,
+                    error: r.error,
+                    request_id: r.request_id,
+                    run_at: r.run_at,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                },
+            })
+            .collect())
     }
 
     /// Notes which stream entry carries each new task (`entry_ids[i]` carries `ids[i]`), unless a worker already
@@ -102,10 +145,14 @@ impl TaskStore {
         Ok(())
     }
 
-    /// Removes tasks that never reached Redis, so a failed enqueue leaves nothing behind.
+    /// Removes tasks that never reached Redis, and their idempotency keys (a retry of the request may queue it
+    /// again), so a failed enqueue leaves nothing behind.
     pub async fn delete_unsent(&self, ids: &[Uuid]) -> Result<(), sqlx::Error> {
         sqlx::query!(
-            "DELETE FROM tasks WHERE id = ANY($1) AND stream_id IS NULL AND state = 'queued'",
+            "WITH gone AS (
+               DELETE FROM tasks WHERE id = ANY($1) AND stream_id IS NULL AND state = 'queued' RETURNING id
+             )
+             DELETE FROM idempotency_keys WHERE task_id IN (SELECT id FROM gone)",
             ids
         )
         .execute(&self.pool)
@@ -178,6 +225,17 @@ impl TaskStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Deletes idempotency keys older than `age`; returns how many.
+    pub async fn purge_idempotency_keys(&self, age: Duration) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval",
+            interval(age),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes finished tasks older than `age`; returns how many.

@@ -161,6 +161,15 @@ async fn purge(core: Arc<WorkerContext>) {
         Ok(n) => tracing::info!(count = n, "purged old finished tasks"),
         Err(err) => tracing::warn!(error = %err, "purge skipped: database unavailable"),
     }
+    match core
+        .store
+        .purge_idempotency_keys(core.settings.idempotency_ttl)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "purged expired idempotency keys"),
+        Err(err) => tracing::warn!(error = %err, "key purge skipped: database unavailable"),
+    }
 }
 
 async fn remove_departed_consumers(core: Arc<WorkerContext>) {
