@@ -1,105 +1,44 @@
 """Deploying version N+1 of the live stack with scripts/deploy.sh and rolling back to N, under constant load."""
 
 import os
-import threading
 import time
 
-from harness import (
-    REPO,
-    T0,
-    describe_failure,
-    TAG,
-    TAG_NEXT,
-    check,
-    inspect,
-    log,
-    manifest_names,
-    post_task,
-    request,
-    run,
-    wait_tasks_done,
-)
+from harness import REPO, TAG, TAG_NEXT, check, inspect, log, run
+from load import KeepAliveLoad, finished
 
 DEPLOY = os.path.join(REPO, "scripts", "deploy.sh")
 NEXT_COLUMN = "e2e_next_note"  # added by version N+1's extra migration (tests/e2e/run.sh)
 
 
-class MixedLoad:
-    """About 30 requests/s through nginx from 3 threads: /, GET /api/tasks/{id}, POST /api/tasks, a static file."""
-
-    def __init__(self, port, known_task):
-        _, hashed = manifest_names()
-        self.port, self.static = port, f"/static/{hashed}"
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.samples = []  # (kind, status or "conn-error")
-        self.failures = []  # what each failed request got, to tell which layer answered
-        self.accepted = [known_task] if known_task else []
-        self.threads = []
-
-    def _one(self, i):
-        kind = ("page", "get", "post", "static")[i % 4]
-        if kind == "page":
-            r = request(self.port, "GET", "/", timeout=20)
-        elif kind == "static":
-            r = request(self.port, "GET", self.static, timeout=20)
-        elif kind == "post":
-            r = post_task(self.port, "wordcount", {"text": f"deploy load {i}"})
-            if r.status == 202 and r.json():
-                with self.lock:
-                    self.accepted.append(r.json()["id"])
-        else:
-            with self.lock:
-                tid = self.accepted[-1] if self.accepted else None
-            r = request(self.port, "GET", f"/api/tasks/{tid}" if tid else "/readyz", timeout=20)
-        with self.lock:
-            self.samples.append((kind, r.status or "conn-error"))
-            if not r.status or r.status >= 500:
-                self.failures.append(describe_failure(kind, r, time.monotonic() - T0))
-
-    def _loop(self, n):
-        i = n
-        while not self.stop.is_set():
-            self._one(i)
-            i += 3
-            self.stop.wait(0.1)
-
-    def __enter__(self):
-        for n in range(3):
-            t = threading.Thread(target=self._loop, args=(n,), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def counts(self):
-        with self.lock:
-            samples = list(self.samples)
-        failed = [f"{k} {s}" for k, s in samples if s == "conn-error" or (isinstance(s, int) and s >= 500)]
-        other = [s for _, s in samples if isinstance(s, int) and s not in (200, 202) and s < 500]
-        return len(samples), failed, other
-
-
 def check_nothing_lost(prefix, figure, load, port, switches):
-    """After a MixedLoad through deploys: a FIGURE line, then 0 failed requests, 0 lost tasks, none run twice."""
+    """After a KeepAliveLoad through deploys: a FIGURE line (rate, counts, p99 before and during the switches),
+    then 0 failed requests, 0 lost tasks, none run twice."""
     total, failed, other = load.counts()
-    results = wait_tasks_done(port, load.accepted, timeout=120)
+    f = load.figures()
+    results = finished(port, load.accepted, timeout=180)
     lost = [t for t, v in results.items() if not v or v.get("state") != "done"]
     twice = [t for t, v in results.items() if v and v.get("attempts") != 1]
-    log(f"FIGURE {figure}: {total} requests, {len(failed)} failed (connection error or 5xx), {len(other)} other "
-        f"non-2xx; tasks accepted {len(load.accepted)}, lost {len(lost)}, run twice {len(twice)}; "
-        f"{'; '.join(switches)}")
+    log(f"FIGURE {figure}: {f['rate']:.0f} requests/s from {f['clients']} keep-alive clients, {total} requests, "
+        f"{len(failed)} failed (connection error or 5xx), {len(other)} other non-2xx, {f['resent']} sent again on "
+        f"a new connection after the server closed one; p99 {f['p99_before_ms']:.0f} ms before the first switch, "
+        f"{f['p99_during_ms']:.0f} ms during the switches ({f['during']} requests); tasks accepted "
+        f"{len(load.accepted)}, lost {len(lost)}, run twice {len(twice)}; {'; '.join(switches)}")
     for line in load.failures[:10]:
         log(f"{prefix}: failed request at {line}")
+    check(f"{prefix}: the load reached 300 requests/s from 16 clients (what this check is about)",
+          f["rate"] >= 300 and f["clients"] >= 16, f"{f['rate']:.0f} requests/s")
     check(f"{prefix}: 0 connection errors and 0 5xx", total > 100 and not failed,
           f"{total} requests, failed {failed[:10]}")
     check(f"{prefix}: no other non-2xx answer", not other, f"{other[:10]}")
     check(f"{prefix}: 0 tasks lost, none run twice (attempts = 1)", not lost and not twice,
           f"accepted {len(load.accepted)}, lost {len(lost)}, attempts != 1: {len(twice)}")
+
+
+def wait_for_load(load, samples=1000):
+    """Until the load has made `samples` requests (the p99 before the first switch is taken from them), at most 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and load.counts()[0] < samples:
+        load.stop.wait(0.1)
 
 
 def images_of(live):
@@ -140,10 +79,12 @@ def deploy_and_rollback(live, port, old_task):
         return
     refused_unsigned(live)
     switches = []
-    with MixedLoad(port, old_task) as load:
+    with KeepAliveLoad(port, old_task) as load:
+        wait_for_load(load)
         for label, tag in (("deploy N+1", TAG_NEXT), ("roll back to N", TAG)):
             log(f"deploy: {label} starts")
-            p, took = deploy(live, tag)
+            with load.switch(label):
+                p, took = deploy(live, tag)
             for line in p.stderr.strip().splitlines()[-8:]:
                 log(f"  {line}")
             images = images_of(live)

@@ -6,7 +6,8 @@ import os
 import socket
 import time
 
-from deploy import MixedLoad, check_nothing_lost
+from deploy import check_nothing_lost, wait_for_load
+from load import KeepAliveLoad
 from harness import (
     ENV,
     LIVE_PROJECT,
@@ -99,12 +100,14 @@ def unhealthy_image():
 
 def rolling_updates(port, old_task):
     switches = []
-    with MixedLoad(port, old_task) as load:
+    with KeepAliveLoad(port, old_task) as load:
+        wait_for_load(load)
         for label, verb, tag in (("update to N+1", "update", TAG_NEXT), ("roll back to N", "rollback", TAG)):
             bad = []
             for name, image in (("app", APP_IMAGE), ("tasks", APP_IMAGE), ("httpd", HTTPD_IMAGE)):
                 args = ["update", "--image", f"{image}:{tag}"] if verb == "update" else ["rollback"]
-                p, took = update(name, *args)
+                with load.switch(f"{label} {name}"):
+                    p, took = update(name, *args)
                 tags = service_tasks(name)
                 if p.returncode != 0 or not tags or set(tags) != {tag}:
                     bad.append(f"{name}: rc {p.returncode}, running {tags}: {p.stderr.strip()[-300:]}")
@@ -117,7 +120,7 @@ def rolling_updates(port, old_task):
 
 def automatic_rollback(port):
     ref = unhealthy_image()
-    with MixedLoad(port, None) as load:
+    with KeepAliveLoad(port, None) as load:
         p, took = update("app", "update", "--image", ref)
         # `service update` returns once Swarm has started the rollback; it completes after its own monitor time.
         deadline = time.monotonic() + 120

@@ -1,0 +1,181 @@
+"""Constant load the way real clients make it: kept-alive connections, hundreds of requests per second, the mix of
+a page view (/, a hashed static file, GET /api/tasks/{id}, POST /api/tasks with an Idempotency-Key)."""
+
+import http.client
+import json
+import threading
+import time
+import uuid
+
+from harness import T0, TLS_PORTS, Resp, describe_failure, manifest_names, tls_context
+
+KINDS = ("page", "static", "get", "post")
+STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def p99(latencies):
+    if not latencies:
+        return 0.0
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+class KeepAliveLoad:
+    """`clients` threads, each with one kept-alive connection to 127.0.0.1:port (HTTPS on a TLS port), together
+    `rate` requests/s. A connection the server closes (`Connection: close`, or closed between two requests) is
+    opened again; a request that met a connection already closed, before any answer, is sent again once on a new
+    one, as browsers do (the POSTs carry an Idempotency-Key, so that is safe for them too). A 5xx, or a connection
+    error on a new connection, is a failure."""
+
+    def __init__(self, port, known_task=None, clients=16, rate=350):
+        _, hashed = manifest_names()
+        self.port, self.clients, self.interval = port, clients, clients / rate
+        self.static = f"/static/{hashed}"
+        self.marker = f"load-{uuid.uuid4().hex[:12]}"
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.samples = []  # (start, kind, status or "conn-error", seconds)
+        self.failures = []  # describe_failure() of each failed request, to tell who answered
+        self.accepted = [known_task] if known_task else []
+        self.windows = []  # (label, start, end) of each switch
+        self.resent = 0
+        self.threads = []
+
+    def _connect(self):
+        if self.port in TLS_PORTS:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=20, context=tls_context())
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+
+    def _request(self, kind, n, i):
+        headers = {"Host": f"localhost:{self.port}"}
+        if kind == "post":
+            body = json.dumps({"kind": "wordcount", "payload": {"text": f"{self.marker} {n} {i}"}}).encode()
+            headers.update({"Content-Type": "application/json", "Idempotency-Key": f"{self.marker}-{n}-{i}"})
+            return "POST", "/api/tasks", body, headers
+        if kind == "get":
+            with self.lock:
+                tid = self.accepted[-1] if self.accepted else None
+            return "GET", f"/api/tasks/{tid}" if tid else "/readyz", None, headers
+        return "GET", "/" if kind == "page" else self.static, None, headers
+
+    def _exchange(self, conn, method, path, body, headers):
+        """(connection to keep or None, Resp)."""
+        for _ in range(2):
+            reused = conn is not None
+            conn = conn or self._connect()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                resp = Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data, raw_headers=r.getheaders())
+                if resp.headers.get("connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+                return conn, resp
+            except STALE as e:
+                conn.close()
+                conn = None
+                if not reused:
+                    return None, Resp(error=f"{type(e).__name__}: {e}")
+                with self.lock:
+                    self.resent += 1
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                return None, Resp(error=f"{type(e).__name__}: {e}")
+        return None, Resp(error="closed twice")
+
+    def _loop(self, n):
+        conn, i = None, n
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            kind = KINDS[i % len(KINDS)]
+            started = time.monotonic()
+            conn, r = self._exchange(conn, *self._request(kind, n, i))
+            took = time.monotonic() - started
+            with self.lock:
+                self.samples.append((started, kind, r.status or "conn-error", took))
+                if kind == "post" and r.status == 202 and r.json():
+                    self.accepted.append(r.json()["id"])
+                if not r.status or r.status >= 500:
+                    self.failures.append(describe_failure(kind, r, started - T0))
+            i += self.clients
+            # Pacing to the rate (a request schedule, not a wait for a condition).
+            next_at = max(next_at + self.interval, time.monotonic() - 1)
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+        if conn:
+            conn.close()
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        for n in range(self.clients):
+            t = threading.Thread(target=self._loop, args=(n,), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        self.ended = time.monotonic()
+
+    def switch(self, label):
+        """A context marking the span of one switch (a deploy, a rollback), for the p99 during switches."""
+        load = self
+
+        class Span:
+            def __enter__(self):
+                self.t = time.monotonic()
+
+            def __exit__(self, *exc):
+                with load.lock:
+                    load.windows.append((label, self.t, time.monotonic()))
+
+        return Span()
+
+    def counts(self):
+        with self.lock:
+            samples = list(self.samples)
+        failed = [f"{k} {s}" for _, k, s, _ in samples if s == "conn-error" or (isinstance(s, int) and s >= 500)]
+        other = [s for _, _, s, _ in samples if isinstance(s, int) and s not in (200, 202) and s < 500]
+        return len(samples), failed, other
+
+    def figures(self):
+        """Requests/s over the whole run, and p99 (ms) before the first switch and during the switches."""
+        with self.lock:
+            samples, windows = list(self.samples), list(self.windows)
+        seconds = max(1e-6, getattr(self, "ended", time.monotonic()) - self.started)
+        first = min((w[1] for w in windows), default=float("inf"))
+        during = [s for s in samples if any(a <= s[0] <= b for _, a, b in windows)]
+        before = [s[3] for s in samples if s[0] < first]
+        return {"rate": len(samples) / seconds, "clients": self.clients, "p99_before_ms": p99(before),
+                "p99_during_ms": p99([s[3] for s in during]), "during": len(during), "resent": self.resent}
+
+
+def finished(port, ids, timeout):
+    """{id: the task's JSON once done or dead, else None}, asked over one kept-alive connection (thousands of ids in
+    seconds), each with a long poll until it finishes or `timeout` runs out."""
+    deadline = time.monotonic() + timeout
+    conn, result = None, {}
+    for tid in ids:
+        task = None
+        while time.monotonic() < deadline:
+            wait = max(1, min(25, int(deadline - time.monotonic())))
+            conn = conn or (http.client.HTTPSConnection("127.0.0.1", port, timeout=40, context=tls_context())
+                            if port in TLS_PORTS else http.client.HTTPConnection("127.0.0.1", port, timeout=40))
+            try:
+                conn.request("GET", f"/api/tasks/{tid}?wait={wait}", headers={"Host": f"localhost:{port}"})
+                r = conn.getresponse()
+                body = r.read()
+                task = json.loads(body) if r.status == 200 else None
+            except (OSError, http.client.HTTPException, ValueError):
+                conn.close()
+                conn, task = None, None
+            if task and task.get("state") in ("done", "dead"):
+                break
+            # A retry after a failed poll, not a wait for a condition (the long poll is that).
+            time.sleep(0.2)
+        result[tid] = task
+    if conn:
+        conn.close()
+    return result
