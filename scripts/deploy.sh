@@ -3,6 +3,7 @@
 # the previous version.
 #
 #   scripts/deploy.sh 0.2.0          # or, with Nix: nix run .#deploy -- 0.2.0
+#   scripts/deploy.sh edge 0.2.0     # the edge only: a new image, or nginx/edge.conf (EDGE_CONF) changed
 #
 # The same idea as docker-rollout, for every service behind the published port:
 #   1. the images of VERSION are there (pulled when not), and signed when REQUIRE_SIGNED_IMAGES=1;
@@ -15,8 +16,13 @@
 #      and the deploy fails;
 #   4. tasks: one replica at a time, a new one healthy before an old one stops; the old one finishes or hands
 #      back its task on SIGTERM, so no task is lost or run twice;
-#   5. backup is recreated on the new version (it serves nobody, so it is not waited for). The edge (the published port) is left as it runs: EDGE_VERSION
-#      pins it to its current image, so the port never closes.
+#   5. backup is recreated on the new version (it serves nobody, so it is not waited for). The edge is left as it
+#      runs: EDGE_VERSION pins it to its current image, EDGE_PORTS_VERSION the edge-ports container that holds the
+#      published ports, so the ports never close.
+# `edge VERSION` replaces the edge alone, the same way: a new edge container of VERSION (with the edge config as
+# it is now) starts in edge-ports' network namespace beside the old one, both nginx listening on the same ports
+# (reuseport); once it is healthy the old one stops (SIGQUIT: it finishes its requests; the kernel hands the
+# connections queued for it to the new one). EDGE_VERSION becomes VERSION.
 # A first deploy (no stack running) is a plain `up --wait`.
 # After a deploy, compose/.env (git-ignored; Compose reads it for every command on compose/live.yml) records what
 # runs: APP_VERSION, EDGE_VERSION and those of the settings below that are set, so that `docker compose -f
@@ -26,6 +32,7 @@
 #   COMPOSE_PROJECT_NAME  the stack's project (default: the file's name, docker-sample-live)
 #   COMPOSE_PROFILES      `acme` runs the ACME client (acme/README.md)
 #   LIVE_FILE             the compose file (default compose/live.yml)
+#   EDGE_CONF             the edge's nginx config (default nginx/edge.conf; relative paths from compose/)
 #   DEPLOY_WAIT           seconds a new replica may take to become healthy (default 120)
 #   NGINX_DNS_TTL         seconds nginx caches Docker's DNS answers (`resolver ... valid=` in nginx/httpd.conf and
 #                         nginx/edge.conf; default 2): waited after new replicas start, before old ones stop
@@ -44,7 +51,14 @@ case "${1:-}" in
         [ -n "${1:-}" ] && exit 0 || exit 2
         ;;
 esac
-version=$1
+mode=all
+if [ "$1" = edge ]; then
+    mode=edge
+    version=${2:-}
+    [ -n "$version" ] || die "usage: scripts/deploy.sh edge VERSION"
+else
+    version=$1
+fi
 case "$version" in
     latest) die "refused: deploy a version, not latest (a rollback needs to know what ran)" ;;
     *[!A-Za-z0-9._-]*) die "refused: '$version' is not an image tag" ;;
@@ -58,7 +72,7 @@ app_image=${APP_IMAGE:-docker-sample/app}
 httpd_image=${HTTPD_IMAGE:-docker-sample/httpd}
 dc() { docker compose -f "$file" "$@"; }
 recorded_settings=(COMPOSE_PROJECT_NAME COMPOSE_PROFILES APP_IMAGE HTTPD_IMAGE POSTGRES_IMAGE REDIS_IMAGE LIVE_BIND
-    LIVE_ENV_FILE LIVE_HTTP_PORT LIVE_HTTPS_PORT RATE_LIMIT_TASKS RATE_LIMIT_BURST SECRETS_DIR BACKUP_SCHEDULE BACKUP_KEEP BACKUP_MAX_AGE BACKUP_DIR)
+    EDGE_PORTS_VERSION EDGE_CONF LIVE_ENV_FILE LIVE_HTTP_PORT LIVE_HTTPS_PORT RATE_LIMIT_TASKS RATE_LIMIT_BURST SECRETS_DIR BACKUP_SCHEDULE BACKUP_KEEP BACKUP_MAX_AGE BACKUP_DIR)
 
 # Writes compose/.env (next to the compose file: Compose reads it from the project directory): APP_VERSION, EDGE_VERSION
 # and the recorded settings that are set now; keys it does not know, and known ones not set now, stay as they were.
@@ -92,7 +106,9 @@ record_deployment() { # version edge_version
 . "$root/scripts/compose-status.sh"
 
 # --- 1. images ------------------------------------------------------------------------------------------------------
-for image in "$app_image:$version" "$httpd_image:$version"; do
+images=("$httpd_image:$version")
+[ "$mode" = edge ] || images=("$app_image:$version" "${images[@]}")
+for image in "${images[@]}"; do
     if ! docker image inspect "$image" >/dev/null 2>&1; then
         say "pulling $image"
         docker pull --quiet "$image" >/dev/null || die "refused: image $image is not here and could not be pulled"
@@ -101,7 +117,7 @@ done
 if [ "${REQUIRE_SIGNED_IMAGES:-0}" = 1 ]; then
     command -v cosign >/dev/null || die "refused: REQUIRE_SIGNED_IMAGES=1 but cosign is not installed"
     [ -n "${COSIGN_IDENTITY_REGEXP:-}" ] || die "refused: REQUIRE_SIGNED_IMAGES=1 needs COSIGN_IDENTITY_REGEXP"
-    for image in "$app_image:$version" "$httpd_image:$version"; do
+    for image in "${images[@]}"; do
         cosign verify --certificate-identity-regexp "$COSIGN_IDENTITY_REGEXP" \
             --certificate-oidc-issuer "${COSIGN_OIDC_ISSUER:-https://token.actions.githubusercontent.com}" \
             "$image" >/dev/null 2>&1 || die "refused: $image has no valid signature from $COSIGN_IDENTITY_REGEXP"
@@ -109,18 +125,52 @@ if [ "${REQUIRE_SIGNED_IMAGES:-0}" = 1 ]; then
     done
 fi
 
-export APP_VERSION=$version
+tag_of() { # container id -> its image's tag
+    local image
+    image=$(docker inspect --format '{{.Config.Image}}' "$1")
+    echo "${image##*:}"
+}
 edge=$(dc ps --quiet edge 2>/dev/null | head -n 1)
+ports_holder=$(dc ps --quiet edge-ports 2>/dev/null | head -n 1)
+if [ -n "$ports_holder" ]; then
+    EDGE_PORTS_VERSION=$(tag_of "$ports_holder")
+    export EDGE_PORTS_VERSION
+fi
+if [ "$mode" = edge ]; then
+    [ -n "$edge" ] || die "no running edge: deploy a version first (scripts/deploy.sh VERSION)"
+    [ -n "$ports_holder" ] || die "no edge-ports container: the edge is replaced inside its network namespace (compose/live.yml)"
+    app=$(dc ps --quiet app | head -n 1)
+    [ -n "$app" ] || die "no running app: deploy a version first"
+    APP_VERSION=$(tag_of "$app")
+    export APP_VERSION EDGE_VERSION=$version
+    old=$(dc ps --quiet edge)
+    t=$(date +%s)
+    if ! out=$(dc up --detach --no-deps --no-recreate --wait --wait-timeout "$wait_s" \
+        --scale "edge=$(($(grep -c . <<<"$old") + 1))" edge 2>&1); then
+        for id in $(dc ps --quiet edge); do grep -qx "$id" <<<"$old" || docker rm --force "$id" >/dev/null; done
+        die "the new edge did not become healthy; removed it, the old one still serves: $(tail -n 1 <<<"$out")"
+    fi
+    for id in $old; do
+        grace=$(docker inspect --format '{{or .Config.StopTimeout 30}}' "$id")
+        docker stop --time "$grace" "$id" >/dev/null
+        docker rm "$id" >/dev/null
+    done
+    record_deployment "$APP_VERSION" "$version"
+    say "edge on $version ($(($(date +%s) - t)) s); app and the rest stay on $APP_VERSION"
+    exit 0
+fi
+
+export APP_VERSION=$version
 if [ -z "$edge" ]; then
     say "no running stack: starting it (up --wait)"
-    export EDGE_VERSION=$version
+    export EDGE_VERSION=$version EDGE_PORTS_VERSION=$version
     dc up --detach --wait --wait-timeout "$wait_s"
     record_deployment "$version" "$version"
     say "deployed $version"
     exit 0
 fi
-edge_image=$(docker inspect --format '{{.Config.Image}}' "$edge")
-export EDGE_VERSION=${edge_image##*:}
+EDGE_VERSION=$(tag_of "$edge")
+export EDGE_VERSION
 
 # --- 2. migrations (expand only) ------------------------------------------------------------------------------------
 say "migrate ($version)"

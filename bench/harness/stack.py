@@ -202,6 +202,8 @@ class Stack:
                     new = f"listen 127.0.0.1:{self.nginx_port};"
                 elif name == "upstream":   # an IP literal: no `resolve`, nothing to look up
                     new = f"server 127.0.0.1:{self.app_port};"
+                elif name == "upstream-by-name":
+                    new = f"set $app_by_name 127.0.0.1:{self.app_port};"
                 elif name == "static":
                     new = f"alias {self.static}/;"
                 elif name == "pid":

@@ -3,6 +3,8 @@
 import os
 import time
 
+from asset_bridging import check_both_served, later_releases, page_css
+from edge_replacement import replace_twice
 from harness import REPO, TAG, TAG_NEXT, check, inspect, log, run
 from load import KeepAliveLoad, finished
 
@@ -79,6 +81,7 @@ def deploy_and_rollback(live, port, old_task):
         return
     refused_unsigned(live)
     switches = []
+    css_n, css_next = page_css(port), None
     with KeepAliveLoad(port, old_task) as load:
         wait_for_load(load)
         for label, tag in (("deploy N+1", TAG_NEXT), ("roll back to N", TAG)):
@@ -99,8 +102,13 @@ def deploy_and_rollback(live, port, old_task):
                   f"replicas {replicas}, edge {images.get('edge')}")
             if label == "deploy N+1":
                 check("deploy: N+1's migration (a new column) was applied while N served", has_next_column(live))
+                css_next = page_css(port)
+                check_both_served(port, css_n, css_next)
             switches.append(f"{label} {took:.1f} s")
+        # The edge itself, under the same load: a new image with a changed config, then back.
+        switches += replace_twice(live, load, port, TAG_NEXT, TAG)
         time.sleep(1)  # the load keeps running one more second on the final version
     check_nothing_lost("deploy", "compose deploy under load", load, port, switches)
     check("deploy: the rollback kept N+1's column (N's migrate leaves a newer migration alone)",
           has_next_column(live))
+    later_releases(live, port, css_n, css_next)

@@ -1,5 +1,6 @@
 """Constant load the way real clients make it: kept-alive connections, hundreds of requests per second, the mix of
-a page view (/, a hashed static file, GET /api/tasks/{id}, POST /api/tasks with an Idempotency-Key)."""
+a page view (/, a hashed static file, GET /api/tasks/{id}, POST /api/tasks, every second one with an
+Idempotency-Key)."""
 
 import http.client
 import json
@@ -24,10 +25,10 @@ class KeepAliveLoad:
     """`clients` threads, each with one kept-alive connection to 127.0.0.1:port (HTTPS on a TLS port), together
     `rate` requests/s. A connection the server closes (`Connection: close`, or closed between two requests) is
     opened again; a request that met a connection already closed, before any answer, is sent again once on a new
-    one, as browsers do (the POSTs carry an Idempotency-Key, so that is safe for them too). A 5xx, or a connection
+    one, as browsers do (safe for the POSTs too: each has an Idempotency-Key, its own or the edge's). A 5xx, or a connection
     error on a new connection, is a failure."""
 
-    def __init__(self, port, known_task=None, clients=16, rate=350):
+    def __init__(self, port, known_task=None, clients=16, rate=350, unkeyed=True):
         _, hashed = manifest_names()
         self.port, self.clients, self.interval = port, clients, clients / rate
         self.static = f"/static/{hashed}"
@@ -39,6 +40,9 @@ class KeepAliveLoad:
         self.accepted = [known_task] if known_task else []
         self.windows = []  # (label, start, end) of each switch
         self.resent = 0
+        # Every second POST without an Idempotency-Key, what a client that never heard of keys sends (the edge gives
+        # it one); unkeyed=False: all with one.
+        self.unkeyed = unkeyed
         self.threads = []
 
     def _connect(self):
@@ -47,10 +51,13 @@ class KeepAliveLoad:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
 
     def _request(self, kind, n, i):
-        headers = {"Host": f"localhost:{self.port}"}
+        # Our own request id (httpd and the app log it): a failure's id finds its lines in the saved logs.
+        headers = {"Host": f"localhost:{self.port}", "X-Request-Id": f"{self.marker}-{n}-{i}"}
         if kind == "post":
             body = json.dumps({"kind": "wordcount", "payload": {"text": f"{self.marker} {n} {i}"}}).encode()
-            headers.update({"Content-Type": "application/json", "Idempotency-Key": f"{self.marker}-{n}-{i}"})
+            headers["Content-Type"] = "application/json"
+            if not (self.unkeyed and (i // len(KINDS)) % 2):
+                headers["Idempotency-Key"] = f"{self.marker}-{n}-{i}"
             return "POST", "/api/tasks", body, headers
         if kind == "get":
             with self.lock:
@@ -90,14 +97,17 @@ class KeepAliveLoad:
         while not self.stop.is_set():
             kind = KINDS[i % len(KINDS)]
             started = time.monotonic()
-            conn, r = self._exchange(conn, *self._request(kind, n, i))
+            request = self._request(kind, n, i)
+            conn, r = self._exchange(conn, *request)
             took = time.monotonic() - started
             with self.lock:
                 self.samples.append((started, kind, r.status or "conn-error", took))
                 if kind == "post" and r.status == 202 and r.json():
                     self.accepted.append(r.json()["id"])
                 if not r.status or r.status >= 500:
-                    self.failures.append(describe_failure(kind, r, started - T0))
+                    keyed = "keyed" if "Idempotency-Key" in request[3] else "unkeyed"
+                    self.failures.append(f"{describe_failure(kind, r, started - T0)} [{request[3]['X-Request-Id']}, "
+                                         f"{keyed if kind == 'post' else kind}]")
             i += self.clients
             # Pacing to the rate (a request schedule, not a wait for a condition).
             next_at = max(next_at + self.interval, time.monotonic() - 1)
@@ -150,6 +160,15 @@ class KeepAliveLoad:
         before = [s[3] for s in samples if s[0] < first]
         return {"rate": len(samples) / seconds, "clients": self.clients, "p99_before_ms": p99(before),
                 "p99_during_ms": p99([s[3] for s in during]), "during": len(during), "resent": self.resent}
+
+
+    def window(self, label):
+        """Requests that started during the switch `label`: (count, failed, slowest in ms, resent is global)."""
+        with self.lock:
+            spans = [(a, b) for name, a, b in self.windows if name == label]
+            inside = [s for s in self.samples if any(a <= s[0] <= b for a, b in spans)]
+        failed = [s for s in inside if s[2] == "conn-error" or (isinstance(s[2], int) and s[2] >= 500)]
+        return len(inside), len(failed), max((s[3] for s in inside), default=0.0) * 1000
 
 
 def finished(port, ids, timeout):

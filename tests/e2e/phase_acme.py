@@ -274,7 +274,7 @@ def write_override(path, ca_file):
     with open(path, "w") as f:
         f.write(f"""# Written by tests/e2e/phase_acme.py: test-only additions to compose/live.yml.
 services:
-  edge:
+  edge-ports:                     # the edge's network namespace (compose/live.yml)
     networks:
       frontend:
         aliases: [{DOMAIN}]        # what DNS does for a real domain: the name leads to the edge

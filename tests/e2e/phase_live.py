@@ -97,9 +97,10 @@ def live_hardening(live):
                 binds.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}")
         if binds:
             published.setdefault(svc, []).extend(binds)
-    only_edge = set(published) == {"edge"} and len(published["edge"]) == 2 and all(
-        b.startswith("127.0.0.1:") for b in published.get("edge", []))
-    check("live: only the edge publishes ports (HTTPS and HTTP), on 127.0.0.1; httpd, app, db and redis none",
+    only_edge = set(published) == {"edge-ports"} and len(published["edge-ports"]) == 2 and all(
+        b.startswith("127.0.0.1:") for b in published.get("edge-ports", []))
+    check("live: only edge-ports (the edge's namespace) publishes ports (HTTPS and HTTP), on 127.0.0.1; httpd, "
+          "app, db and redis none",
           only_edge, f"published: {published}")
     bad_logs = [i["Name"].lstrip("/") for i in infos
                 if (i["HostConfig"].get("LogConfig") or {}).get("Type") != "json-file"
@@ -180,7 +181,8 @@ def live_basics(live, port):
     check("live: the request id is in the logs of nginx, the app and the worker", all(found.values()), f"{found}")
     # The client's address survives the edge (X-Real-IP + realip in httpd): httpd logs the peer the edge saw, not
     # the edge's own address.
-    edge_ips = {n.get("IPAddress") for n in inspect(live.container("edge"))["NetworkSettings"]["Networks"].values()}
+    holder = inspect(live.container("edge-ports"))  # the edge runs in its network namespace
+    edge_ips = {n.get("IPAddress") for n in holder["NetworkSettings"]["Networks"].values()}
     logged = [json.loads(line).get("remote_addr") for line in live.logs("httpd").splitlines()
               if line.startswith("{") and rid in line and '"remote_addr"' in line]
     check("live: httpd logs the client's address, not the edge's", logged and not set(logged) & edge_ips,

@@ -1,6 +1,7 @@
 """Opt-in soak (E2E_PHASES=soak; bench/soak.sh runs it): the live stack flipped N -> N+1 -> N ... with
 scripts/deploy.sh, E2E_SOAK_FLIPS times (default 20), each under E2E_SOAK_RATE requests/s (default 500) from
-E2E_SOAK_CLIENTS keep-alive clients (default 24). One FIGURE line and the same checks as the suite's deploy per
+E2E_SOAK_CLIENTS keep-alive clients (default 24); every second POST without an Idempotency-Key
+(E2E_SOAK_KEYED=1: all with one). One FIGURE line and the same checks as the suite's deploy per
 flip. Not part of CI: 20 flips take about half an hour."""
 
 import time
@@ -17,6 +18,7 @@ def phase_soak():
     flips = int(ENV.get("E2E_SOAK_FLIPS", "20"))
     rate = int(ENV.get("E2E_SOAK_RATE", "500"))
     clients = int(ENV.get("E2E_SOAK_CLIENTS", "24"))
+    unkeyed = ENV.get("E2E_SOAK_KEYED", "0") != "1"
     with recorded_deployment():
         live = Stack(LIVE_PROJECT, LIVE_FILE, live_env())
         p = live.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=300)
@@ -26,7 +28,7 @@ def phase_soak():
         try:
             for flip in range(1, flips + 1):
                 tag = TAG_NEXT if flip % 2 else TAG
-                with KeepAliveLoad(LIVE_PORT, None, clients=clients, rate=rate) as load:
+                with KeepAliveLoad(LIVE_PORT, None, clients=clients, rate=rate, unkeyed=unkeyed) as load:
                     wait_for_load(load)
                     with load.switch(f"flip {flip}"):
                         p, took = deploy(live, tag)

@@ -197,7 +197,8 @@ fi
 step_time stand-ins
 # Version N+1 for the deploy tests: with the flake's images, the same images under another tag; with stand-ins,
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
-# must keep serving through, and that N's `migrate` must leave alone on rollback). Only the app crate compiles.
+# must keep serving through, and that N's `migrate` must leave alone on rollback) and a changed stylesheet. Only the
+# app crate compiles.
 if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev live backup swarm acme}"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
@@ -207,6 +208,8 @@ else
     printf '%s\n' "-- e2e: version N+1's expand step (added while version N serves)" \
         "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS e2e_next_note text;" \
         > "$next_src/migrations/29991231000000_e2e_next_expand.sql"
+    # And a changed stylesheet: another hashed name, so the deploy test sees N's page's CSS kept (asset bridging).
+    printf '%s\n' "/* e2e: version N+1 */" >> "$next_src/static/app.css"
     # The same target directory: dependencies are shared; the copy's own artifacts get other hashes, and the
     # tree's own binary is put back afterwards.
     built="$repo/target/release/app"

@@ -13,13 +13,15 @@ STACK = os.path.join(REPO, "compose", "stack.yml")
 SAME = ["image", "user", "entrypoint", "command", "environment", "secrets", "configs", "read_only", "cap_drop",
         "stop_grace_period", "stop_signal", "healthcheck", "networks"]
 # What differs, and why (the stack file's header says the same to its readers).
-ONLY_LIVE_SERVICES = {"migrate"}        # Swarm: MIGRATE_ON_START under sqlx's advisory lock instead
+ONLY_LIVE_SERVICES = {"migrate",        # Swarm: MIGRATE_ON_START under sqlx's advisory lock instead
+                      "edge-ports"}     # Swarm has no shared network namespace (network_mode: service:...); in
+                                        # live.yml the edge's ports and networks are edge-ports'
 ENV_DIFFERENCES = {"MIGRATE_ON_START"}  # "false" in env/live.env (the migrate service runs), "true" in the stack
 
 
 def config(path):
     env = dict(os.environ, APP_VERSION="0.0.0-parity", SECRETS_DIR=SECRETS_DIR)
-    for name in ("APP_IMAGE", "HTTPD_IMAGE", "REGISTRY", "EDGE_VERSION"):
+    for name in ("APP_IMAGE", "HTTPD_IMAGE", "REGISTRY", "EDGE_VERSION", "EDGE_PORTS_VERSION"):
         env.pop(name, None)
     p = run(["docker", "compose", "-f", path, "config", "--format", "json"], env=env, check_rc=True)
     return json.loads(p.stdout)["services"]
@@ -49,6 +51,9 @@ def check_stack_parity():
     diffs = []
     for name in sorted(set(live) & set(stack)):
         a, b = live[name], stack[name]
+        holder = (a.get("network_mode") or "").removeprefix("service:")
+        if holder in live:  # the live edge's networks are those of the namespace it joins
+            a = dict(a, networks=live[holder].get("networks"))
         for field in SAME:
             if normalised(a, field) != normalised(b, field):
                 diffs.append(f"{name}.{field}: live {normalised(a, field)!r} != stack {normalised(b, field)!r}")

@@ -191,6 +191,12 @@ build_httpd() {
     add_binary "$root" "$launcher" "$(json httpd.launcher)"
     install -D -m 644 "$repo/$(json httpd.config_source)" "$root$(json httpd.config)"
     mkdir -p "$root$static"
+    # The image's writable directories (/tmp, and /srv/static-releases: a fresh volume mounted there takes its
+    # mode, so the non-root nginx can write to it), 1777 like the flake's.
+    local dir
+    for dir in $(json httpd.writable | python3 -c 'import json,sys; print(*json.load(sys.stdin))'); do
+        mkdir -p "$root$dir"; chmod 1777 "$root$dir"
+    done
     "$APP_BIN" collectstatic "$root$static" >/dev/null
     chmod -R a+rX,go-w "$root$static"
     printf 'root:x:0:0:root:/root:/sbin/nologin\n%s:x:%s:%s:%s:%s:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' \

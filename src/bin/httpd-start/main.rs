@@ -5,6 +5,8 @@
 //!   httpd-start run CONFIG      render, then run `nginx -e stderr -c <rendered>` as a child (supervise.rs)
 //!   httpd-start check CONFIG    `nginx -t -q -e stderr -c <rendered>` (rendering first when absent): healthchecks
 //!   httpd-start render CONFIG   print the rendered config (tests, Nix checks)
+//!   httpd-start hold            wait for a stop signal: the edge's network namespace holder (hold.rs)
+//!   httpd-start listening PORT...  whether something listens on those ports of 127.0.0.1 (its healthcheck)
 //!
 //! Exit status: 2 for a usage error or invalid settings (every problem listed, one line each), 1 when the config or
 //! a TLS file cannot be read or nginx cannot start, else nginx's own (128 + signal when it was killed).
@@ -12,6 +14,8 @@
 //!
 //! It does not use the app library: the httpd image must not carry the app (nix/images.nix).
 
+mod hold;
+mod releases;
 mod render;
 mod settings;
 mod supervise;
@@ -25,7 +29,7 @@ use std::process::ExitCode;
 use render::{Tls, has_marker, render};
 use settings::Settings;
 
-const USAGE: &str = "usage: httpd-start run|check|render CONFIG";
+const USAGE: &str = "usage: httpd-start run|check|render CONFIG, httpd-start hold, or httpd-start listening PORT...";
 
 /// One line on stderr, prefixed so that it stands out among nginx's own lines.
 pub fn log(line: &str) {
@@ -69,6 +73,11 @@ impl Job {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("hold") => return ExitCode::from(hold::run(&args[1..])),
+        Some("listening") => return ExitCode::from(hold::listening(&args[1..])),
+        _ => {}
+    }
     let [command, config] = args.as_slice() else {
         log(USAGE);
         return ExitCode::from(2);
@@ -127,7 +136,32 @@ fn run(job: &Job) -> u8 {
             return 1;
         }
     }
+    share_assets(job, &source);
     supervise::run(job, watch)
+}
+
+/// Earlier releases' hashed assets (releases.rs). A failure costs only those, never the start: logged, then nginx
+/// serves this release's files as ever.
+fn share_assets(job: &Job, source: &str) {
+    let Some((static_dir, shared)) = releases::configured(source) else {
+        return;
+    };
+    let keep = job.settings.keep_releases;
+    match releases::bridge(&static_dir, &shared, keep, std::time::SystemTime::now()) {
+        Ok(done) => log(&format!(
+            "release {}: {} hashed files in {}, {} of the last {} releases kept, {} files removed",
+            done.release,
+            done.files,
+            shared.display(),
+            done.kept_releases,
+            u32::from(keep) + 1,
+            done.removed_files
+        )),
+        Err(err) => log(&format!(
+            "earlier releases' assets are not kept: {}: {err} (a writable volume belongs there)",
+            shared.display()
+        )),
+    }
 }
 
 fn check(job: &Job) -> u8 {

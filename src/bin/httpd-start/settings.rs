@@ -14,6 +14,7 @@ pub const DEFAULT_TLS_KEY_FILE: &str = "/run/secrets/tls_key";
 pub const DEFAULT_RATE_LIMIT_TASKS: &str = "10r/s";
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 20;
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
+pub const DEFAULT_STATIC_KEEP_RELEASES: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -30,6 +31,8 @@ pub struct Settings {
     pub rate: Option<String>,
     pub burst: u32,
     pub https_port: u16,
+    /// How many releases before this one keep their hashed assets (releases.rs).
+    pub keep_releases: u16,
 }
 
 impl Settings {
@@ -131,6 +134,16 @@ impl Settings {
             },
         };
 
+        let keep_releases = match get("STATIC_KEEP_RELEASES") {
+            None => DEFAULT_STATIC_KEEP_RELEASES,
+            Some(raw) => raw.parse::<u16>().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "STATIC_KEEP_RELEASES: expected a whole number of earlier releases, 0 or more, got {raw:?}"
+                ));
+                DEFAULT_STATIC_KEEP_RELEASES
+            }),
+        };
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -144,6 +157,7 @@ impl Settings {
             rate,
             burst,
             https_port,
+            keep_releases,
         })
     }
 }

@@ -23,6 +23,7 @@ fn defaults_are_the_contracts() {
     assert_eq!(s.rate.as_deref(), Some("10r/s"));
     assert_eq!(s.burst, 20);
     assert_eq!(s.https_port, 443);
+    assert_eq!(s.keep_releases, 2);
 }
 
 #[test]
@@ -37,6 +38,7 @@ fn empty_values_count_as_unset() {
         "RATE_LIMIT_TASKS",
         "RATE_LIMIT_BURST",
         "HTTPS_PORT",
+        "STATIC_KEEP_RELEASES",
     ]
     .map(|k| (k, " "));
     assert_eq!(settings(&blank), settings(&[]));
@@ -57,6 +59,7 @@ fn valid_values_are_taken() {
         ("RATE_LIMIT_TASKS", "600r/m"),
         ("RATE_LIMIT_BURST", "0"),
         ("HTTPS_PORT", "8443"),
+        ("STATIC_KEEP_RELEASES", "0"),
     ])
     .expect("valid");
     assert_eq!(
@@ -80,6 +83,7 @@ fn valid_values_are_taken() {
     assert_eq!(s.rate.as_deref(), Some("600r/m"));
     assert_eq!(s.burst, 0);
     assert_eq!(s.https_port, 8443);
+    assert_eq!(s.keep_releases, 0);
     assert_eq!(settings(&[("RATE_LIMIT_TASKS", "OFF")]).unwrap().rate, None);
     assert!(!settings(&[("TLS_ACME", "no")]).unwrap().tls_acme);
 }
@@ -99,6 +103,7 @@ fn every_problem_is_listed_at_once() {
         ("RATE_LIMIT_TASKS", "10 r/s"),
         ("RATE_LIMIT_BURST", "-1"),
         ("HTTPS_PORT", "65536"),
+        ("STATIC_KEEP_RELEASES", "two"),
     ])
     .expect_err("all invalid");
     let expected = [
@@ -116,6 +121,7 @@ fn every_problem_is_listed_at_once() {
         "RATE_LIMIT_TASKS:",
         "RATE_LIMIT_BURST:",
         "HTTPS_PORT:",
+        "STATIC_KEEP_RELEASES:",
     ];
     assert_eq!(problems.len(), expected.len(), "{problems:#?}");
     for (problem, start) in problems.iter().zip(expected) {
