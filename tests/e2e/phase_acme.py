@@ -88,13 +88,15 @@ class DomainConnection(http.client.HTTPSConnection):
             return True
 
 
-def https(port, ctx, method, path, body=None, conn=None, keep=False, timeout=15.0):
+def https(port, ctx, method, path, body=None, conn=None, keep=False, timeout=15.0, key=None):
     """One request to DOMAIN. keep=True: on `conn` (made when None), kept open for the next request and reused
-    unless the server has closed it; else on a connection of its own. Returns
+    unless the server has closed it; else on a connection of its own. `key`: its Idempotency-Key. Returns
     (status or None, error or None, the serial served, retried, conn)."""
     headers = {"Host": f"{DOMAIN}:{port}"}
     if body is not None:
         headers["Content-Type"] = "application/json"
+    if key:
+        headers["Idempotency-Key"] = key
     retried = False
     for attempt in (1, 2):
         if conn is not None and conn.sock is not None and conn.dropped():
@@ -115,8 +117,9 @@ def https(port, ctx, method, path, body=None, conn=None, keep=False, timeout=15.
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
             conn.close()
             # The server closed a kept-alive connection as we sent on it (nginx's old workers close idle ones on
-            # a reload): a GET goes again on a new connection, as a browser would; a POST does not.
-            if reused and method == "GET" and attempt == 1:
+            # a reload): a GET goes again on a new connection, as a browser would, and so does a POST with an
+            # Idempotency-Key (the app answers a repeat with the first one's task); a POST without one does not.
+            if reused and (method == "GET" or key) and attempt == 1:
                 retried = True
                 continue
             return None, f"{type(e).__name__}: {e}", None, retried, conn if keep else None
@@ -166,7 +169,7 @@ class HttpsLoad:
         self.lock = threading.Lock()
         self.counts = {}      # kind -> requests
         self.failures = []    # one line each
-        self.retried = 0      # GETs sent again after the server closed a kept-alive connection
+        self.retried = 0      # GETs and keyed POSTs sent again after the server closed a kept-alive connection
         self.reopened = 0     # keep-alive clients' connections opened after their first
         self.keep_serial = {}  # keep-alive client -> the serial of its last answer
         self.serials = []     # (t, serial) seen by the watcher
@@ -192,8 +195,10 @@ class HttpsLoad:
                 if self.stop.is_set():
                     break
                 i += 1
+                # Each POST with its own Idempotency-Key, as the README asks of API clients.
+                key = f"acme-{keep}-{n}-{i}" if method == "POST" else None
                 status, err, serial, retried, c = https(self.port, self.ctx, method, path,
-                                                        body=body() if body else None, conn=conn, keep=keep)
+                                                        body=body() if body else None, conn=conn, keep=keep, key=key)
                 if keep:
                     conn = c
                     if serial:
@@ -474,10 +479,10 @@ def run_phase(stack, work, ca_file):
     check(f"acme: no failed request during the renewal ({total} requests: keep-alive and new connections, GET /, "
           "a static file, GET /api/tasks, POST /api/tasks)", total > 0 and not load.failures,
           f"{len(load.failures)} failed: {load.failures[:5]}" if load.failures else
-          f"{load.retried} GETs sent again after the server closed a kept-alive connection")
+          f"{load.retried} GETs and keyed POSTs sent again after the server closed a kept-alive connection")
     log(f"FIGURE acme renewal under load: {total} requests, {len(load.failures)} failed; keep-alive clients "
         f"reconnected {load.reopened} times (the reload's old workers close their connections), {load.retried} "
-        f"idempotent GETs resent after finding a kept-alive connection closed; by kind: "
+        f"GETs and keyed POSTs resent after finding a kept-alive connection closed; by kind: "
         + ", ".join(f"{k} {v}" for k, v in sorted(load.counts.items())))
     if t_served:
         log(f"FIGURE acme renewal: `acme.sh renew --force` {t_published - t_renew:.1f} s (lego: order, "
