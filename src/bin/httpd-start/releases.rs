@@ -6,8 +6,10 @@
 //! (this one and the ones before it) has.
 //!
 //! The shared directory is the `root` of `@earlier_releases`, so the URI /static/x is DIR/static/x:
-//!   DIR/static/<hashed name>[.gz]   the files, one copy per name (a hashed name says its content)
-//!   DIR/releases/<id>               a release's hashed names, one per line; its mtime is the release's last start
+//! ```text
+//! DIR/static/<hashed name>[.gz]   the files, one copy per name (a hashed name says its content)
+//! DIR/releases/<id>               a release's hashed names, one per line; its mtime is the release's last start
+//! ```
 //! A release's id is a hash of its sorted names, so the same assets deployed again (a rollback) are the same
 //! release, moved to the front. Every write is a temporary file and a rename: replicas starting together, and nginx
 //! reading meanwhile, never see half a file. Unhashed names (`app.css`) are never bridged: they always answer with
