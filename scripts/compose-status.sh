@@ -4,10 +4,19 @@
 # `docker compose run` report 0 whatever the command's status against some engines (seen with Compose 2.40 and
 # Debian's Docker 20.10), and a restore or a deploy that took a failure for a success would go on regardless.
 
+# first_running SERVICE: the id of the service's first running container (empty when none). Never `dc ps | head -n
+# 1`: head leaves after one line, the next write kills Compose with SIGPIPE, and the docker CLI then exits 255
+# without a word, which `set -eo pipefail` takes for a failure (seen with a service of two replicas).
+first_running() {
+    local ids
+    ids=$(dc ps --quiet "$1") || return
+    printf '%s\n' "${ids%%$'\n'*}"
+}
+
 # service_exec SERVICE CMD...: CMD in the service's first running container; CMD's status.
 service_exec() {
     local id
-    id=$(dc ps --quiet "$1" | head -n 1)
+    id=$(first_running "$1")
     [ -n "$id" ] || { echo "$1 is not running" >&2; return 125; }
     shift
     docker exec "$id" "$@"

@@ -130,8 +130,8 @@ tag_of() { # container id -> its image's tag
     image=$(docker inspect --format '{{.Config.Image}}' "$1")
     echo "${image##*:}"
 }
-edge=$(dc ps --quiet edge 2>/dev/null | head -n 1)
-ports_holder=$(dc ps --quiet edge-ports 2>/dev/null | head -n 1)
+edge=$(first_running edge 2>/dev/null)
+ports_holder=$(first_running edge-ports 2>/dev/null)
 if [ -n "$ports_holder" ]; then
     EDGE_PORTS_VERSION=$(tag_of "$ports_holder")
     export EDGE_PORTS_VERSION
@@ -139,7 +139,7 @@ fi
 if [ "$mode" = edge ]; then
     [ -n "$edge" ] || die "no running edge: deploy a version first (scripts/deploy.sh VERSION)"
     [ -n "$ports_holder" ] || die "no edge-ports container: the edge is replaced inside its network namespace (compose/live.yml)"
-    app=$(dc ps --quiet app | head -n 1)
+    app=$(first_running app)
     [ -n "$app" ] || die "no running app: deploy a version first"
     APP_VERSION=$(tag_of "$app")
     export APP_VERSION EDGE_VERSION=$version
