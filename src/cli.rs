@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{check, collectstatic, healthcheck, migrate, wait};
 use crate::config::Settings;
-use crate::startup::{Application, run_worker_until_stopped};
+use crate::startup::{Application, inherited_listener, run_worker_until_stopped};
 use crate::{shutdown, telemetry};
 
 /// Exit status for an invalid configuration.
@@ -27,7 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve HTTP on LISTEN_ADDR and metrics on METRICS_ADDR (waits for PostgreSQL and Redis first).
+    /// Serve HTTP on LISTEN_ADDR (or on the socket passed in LISTEN_FDS) and metrics on METRICS_ADDR (waits for
+    /// PostgreSQL and Redis first).
     Serve,
     /// Run the tasks worker and its periodic jobs (waits for PostgreSQL and Redis first).
     Tasks,
@@ -56,6 +57,17 @@ pub enum Command {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // Before the runtime's threads exist: taking it edits the environment (see `inherited_listener::take`).
+    let inherited = match cli.command {
+        Command::Serve => match inherited_listener::take() {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("{err:#}");
+                return ExitCode::from(CONFIG_ERROR);
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,10 +78,11 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(dispatch(cli.command))
+    runtime.block_on(dispatch(cli.command, inherited))
 }
 
-async fn dispatch(command: Command) -> ExitCode {
+/// `inherited`: the listening socket passed to `app serve` (LISTEN_FDS), if any.
+async fn dispatch(command: Command, inherited: Option<std::net::TcpListener>) -> ExitCode {
     match command {
         Command::Healthcheck { url, metrics } => healthcheck::run(url, metrics).await,
         Command::Collectstatic { dir } => collectstatic::run(&dir),
@@ -80,7 +93,7 @@ async fn dispatch(command: Command) -> ExitCode {
         }
         Command::Serve => {
             with_dependencies(async |settings| {
-                let application = Application::build(settings).await?;
+                let application = Application::build_on(settings, inherited).await?;
                 application
                     .run_until_stopped(shutdown::shutdown_signal())
                     .await

@@ -32,8 +32,24 @@ impl Application {
     /// Applies the migrations with `MIGRATE_ON_START`, binds both listeners and connects to Redis (PostgreSQL is
     /// connected lazily). Call after the dependencies are up (`commands::wait`), on the runtime that serves.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_on(settings, None).await
+    }
+
+    /// [`Application::build`], serving on `inherited` (the socket a holder passed, see
+    /// [`inherited_listener`](super::inherited_listener)) instead of binding LISTEN_ADDR when it is given.
+    pub async fn build_on(
+        settings: Settings,
+        inherited: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
         db::migrate_on_start(&settings).await?;
-        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let listener = match inherited {
+            Some(listener) => {
+                let listener = TcpListener::from_std(listener)?;
+                tracing::info!(addr = %listener.local_addr()?, "serving on the inherited socket (LISTEN_FDS)");
+                listener
+            }
+            None => TcpListener::bind(settings.listen_addr).await?,
+        };
         let metrics_listener = TcpListener::bind(settings.metrics_addr).await?;
         let pool = crate::db::pool(&settings);
         let queue =
