@@ -29,8 +29,8 @@
     let
       inherit (nixpkgs) lib;
 
-      # The app, its checks and the dev shell build everywhere; the images, the apps that
-      # load or push them and the VM test are Linux-only.
+      # The app, its checks, the dev shell and watch mode build everywhere; the images, the apps
+      # that load or push them and the VM test are Linux-only.
       systems = [
         "x86_64-linux"
         "aarch64-linux"
@@ -87,9 +87,11 @@
         {
           inherit (scope) packages;
           checks = callPackage ./nix/checks.nix { };
-          apps = lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux (
-            callPackage ./nix/apps.nix { } // callPackage ./nix/script-apps.nix { }
-          );
+          apps =
+            callPackage ./nix/watch-app.nix { }
+            // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux (
+              callPackage ./nix/apps.nix { } // callPackage ./nix/script-apps.nix { }
+            );
           devShells.default = callPackage ./nix/dev-shell.nix { };
           formatter = callPackage ./nix/formatter.nix { };
         };

@@ -56,6 +56,17 @@ if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable
 fi
 timing "cargo-auditable"
 
+# ---- watchexec ----------------------------------------------------------------------------------------------------------
+# The watch phase runs scripts/watch.sh, whose watcher holds the HTTP socket (--socket: 2.3 or later). No Debian or
+# PyPI package carries it; built from crates.io once (about 5 minutes here), then found in ~/.cargo/bin.
+WATCHEXEC_VERSION=2.8.0
+if grep -qw watch <<<"${E2E_PHASES:-dev watch live backup swarm acme}" && ! watchexec --help 2>/dev/null | grep -q -- '--socket'; then
+    echo "e2e.sh: installing watchexec-cli $WATCHEXEC_VERSION (cargo install --locked)"
+    cargo install --quiet --locked "watchexec-cli@$WATCHEXEC_VERSION" >/tmp/e2e-watchexec-install.log 2>&1 \
+        || { tail -n 20 /tmp/e2e-watchexec-install.log; die "cargo install watchexec-cli failed"; }
+fi
+timing "watchexec"
+
 # ---- nginx for the httpd stand-in ----------------------------------------------------------------------------------
 if [ "${E2E_REAL_IMAGES:-0}" != 1 ]; then
     if [ -z "${NGINX:-}" ]; then

@@ -23,7 +23,7 @@ craneLib.devShell {
     pkgs.cosign
     nixfmt
     pkgs.deadnix
-    # scripts/watch.sh: rebuilds and restarts the dev stack on each change.
+    # scripts/watch.sh: rebuilds and restarts app and tasks on each change, on a socket it holds (--socket).
     pkgs.watchexec
   ];
 }

@@ -1,7 +1,7 @@
 # `nix run .#deploy -- VERSION` and `nix run .#backup -- COMMAND`: the scripts in scripts/, run from the
 # checkout (they use its compose files, env/ and secrets/), with the tools they need on PATH.
 # Docker itself (with Compose v2) is the host's: the daemon and its CLI plugins are not something a flake app
-# should replace. Watch mode needs the Rust toolchain: `nix develop -c scripts/watch.sh`.
+# should replace. Watch mode, which also needs the Rust toolchain and runs on every system: nix/watch-app.nix.
 {
   lib,
   pkgs,

@@ -19,7 +19,7 @@
 #   NGINX=path           the nginx binary of the httpd stand-in instead of the one .ci/nginx.sh builds
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev live backup swarm acme"  which phases to run (the default; add "watch" for the watch mode)
+#   E2E_PHASES="dev watch live backup swarm acme"  which phases to run (the default)
 #   E2E_DEV_PORT / E2E_LIVE_PORT / E2E_LIVE_HTTP_PORT   host ports (default 8000 / 8443 (HTTPS) / 8001, or a free
 #                        port when taken)
 #   E2E_KEEP=1           debugging only: leave the live stack and images in place (prints how to remove them)
@@ -60,6 +60,9 @@ command -v python3 >/dev/null || missing+=("python3")
 if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("cargo (rustup)"); fi
 if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable --version >/dev/null 2>&1; then
     missing+=("cargo-auditable (cargo install cargo-auditable --locked): the stand-ins' binaries carry its crate list, as the flake's do")
+fi
+if grep -qw watch <<<"${E2E_PHASES:-dev watch live backup swarm acme}" && ! watchexec --help 2>/dev/null | grep -q -- '--socket'; then
+    missing+=("watchexec 2.3 or later, for --socket (cargo install watchexec-cli --locked): the watch phase runs scripts/watch.sh")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     for m in "${missing[@]}"; do ko "prerequisite missing: $m"; done
@@ -199,7 +202,7 @@ step_time stand-ins
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
 # must keep serving through, and that N's `migrate` must leave alone on rollback) and a changed stylesheet. Only the
 # app crate compiles.
-if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev live backup swarm acme}"; then
+if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev watch live backup swarm acme}"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
     next_src="$work/next-src"
