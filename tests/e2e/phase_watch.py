@@ -192,6 +192,10 @@ def phase_watch():
     work = os.path.dirname(LOG_DIR)
     tree = os.path.join(work, "watch-tree")
     copy_tree(tree)
+    # The copy's paths differ from the repository's, so its first build of the app crate is a cold one (the
+    # incremental cache is keyed by them): an edit before the start puts that build into the start, and the
+    # handler edits below are the warm ones a developer makes.
+    edit(os.path.join(tree, "src", "http", "router.rs"), '"no such route"', '"no such route (watch copy)"')
     port, db_port, redis_port = free_port(), free_port(), free_port()
     target = os.path.join(REPO, "target")
     env = compose_env({
@@ -228,12 +232,32 @@ def phase_watch():
               not any(p and alive(p) for p in stopped_pids.values())
               and request(port, "GET", "/healthz", timeout=5).status is None,
               f"pids {stopped_pids}")
+        prepare(tree, env)
     finally:
         watch.stop()
         shutil.copy(watch.log_path, os.path.join(LOG_DIR, "watch-output.log"))
         p = run(compose + ["down", "--volumes", "--remove-orphans", "--timeout", "5"], timeout=180, env=env)
         check("watch: `down --volumes` removes db and redis", p.returncode == 0, p.stderr.strip()[-300:])
         log(f"FIGURE watch phase total: {time.monotonic() - phase_t0:.1f} s (first build included)")
+
+
+def prepare(tree, env):
+    """`scripts/watch.sh --prepare` (README: after a query change) against the development database the watcher
+    migrated: it regenerates .sqlx/ of the copy, which must equal the repository's (no query changed)."""
+    t = time.monotonic()
+    p = run(["bash", os.path.join(tree, "scripts", "watch.sh"), "--prepare"], timeout=900, env=env)
+    took = time.monotonic() - t
+    if not check("watch: `scripts/watch.sh --prepare` runs cargo sqlx prepare against the dev database",
+                 p.returncode == 0, f"{took:.1f}s" if p.returncode == 0 else (p.stdout + p.stderr)[-1500:]):
+        return
+
+    def files(d):
+        return {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
+
+    ours, theirs = files(os.path.join(tree, ".sqlx")), files(os.path.join(REPO, ".sqlx"))
+    check("watch: the regenerated .sqlx/ equals the committed one", ours == theirs,
+          f"only here {sorted(set(ours) - set(theirs))[:3]}, only committed {sorted(set(theirs) - set(ours))[:3]}, "
+          f"differ {[n for n in set(ours) & set(theirs) if ours[n] != theirs[n]][:3]}")
 
 
 def exercise(watch, tree, port, watch_dir):
@@ -247,7 +271,7 @@ def exercise(watch, tree, port, watch_dir):
 
     # --- handler edits: rebuilt, restarted on the same socket, served ------------------------------------------
     handler = os.path.join(tree, "src", "http", "router.rs")
-    text = "no such route"
+    text = "no such route (watch copy)"
     handler_times = []
     for _ in range(HANDLER_EDITS):
         token = uuid.uuid4().hex[:8]
@@ -318,6 +342,8 @@ def exercise(watch, tree, port, watch_dir):
         f.write("CREATE TABLE watch_probe (id bigint PRIMARY KEY);\n")
     migrated = wait_get(port, "/", lambda r: r.status == 200 and f"latest {MIGRATION}".encode() in r.body,
                         EDIT_TIMEOUT, interval=0.05)
+    # The new app serves a moment before the step prints its last line.
+    watch.wait_for("watch: serving the new build", since=mark)
     out = watch.text()[mark:]
     check("watch: a new migration is applied (app migrate) before the restart, and the new app knows it",
           migrated is not None and "migrations/ changed: app migrate" in out
