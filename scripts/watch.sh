@@ -22,14 +22,15 @@
 # target/watch/tasks.log (the paths are printed), also shown in this terminal.
 #
 # Environment: DEV_HTTP_PORT (default 8000), DEV_DB_PORT (5432), DEV_REDIS_PORT (6379), COMPOSE_PROJECT_NAME,
-# CARGO_TARGET_DIR, and the app's own settings (README "Configuration"): env/dev.env gives the development
+# CARGO_TARGET_DIR, WATCH_DIR (default <target dir>/watch: the binary, logs and pids), and the app's own settings (README "Configuration"): env/dev.env gives the development
 # values of those your shell does not set; the database and Redis addresses are always the published ones.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 case $target_dir in /*) ;; *) target_dir=$repo/$target_dir ;; esac
-watch_dir=$target_dir/watch
+watch_dir=${WATCH_DIR:-$target_dir/watch}
+case $watch_dir in /*) ;; *) watch_dir=$PWD/$watch_dir ;; esac
 built=$target_dir/debug/app
 # The sqlx query macros read the committed .sqlx/ data, never a database.
 export SQLX_OFFLINE=true

@@ -198,9 +198,12 @@ def phase_watch():
     edit(os.path.join(tree, "src", "http", "router.rs"), '"no such route"', '"no such route (watch copy)"')
     port, db_port, redis_port = free_port(), free_port(), free_port()
     target = os.path.join(REPO, "target")
+    # Its own logs and pid files, apart from a watch.sh a developer may be running on the repository itself.
+    watch_dir = os.path.join(work, "watch-run")
     env = compose_env({
         "DEV_HTTP_PORT": str(port), "DEV_DB_PORT": str(db_port), "DEV_REDIS_PORT": str(redis_port),
-        "COMPOSE_PROJECT_NAME": DEV_PROJECT, "CARGO_TARGET_DIR": target, "CARGO_TERM_COLOR": "never",
+        "COMPOSE_PROJECT_NAME": DEV_PROJECT, "CARGO_TARGET_DIR": target, "WATCH_DIR": watch_dir,
+        "CARGO_TERM_COLOR": "never",
     })
     compose = ["docker", "compose", "-p", DEV_PROJECT, "-f", os.path.join(tree, "compose", "dev.yml"),
                "-f", os.path.join(tree, "compose", "dev-host.yml")]
@@ -216,7 +219,7 @@ def phase_watch():
         log(f"FIGURE watch start (db and redis up, first build, app and tasks started): {took:.1f} s")
         probe_t0 = time.monotonic()
         with probe:
-            exercise(watch, tree, port, os.path.join(target, "watch"))
+            exercise(watch, tree, port, watch_dir)
         with probe.lock:
             check(f"watch: the probe's {probe.count} requests (≥ {PROBE_RATE}/s throughout): 0 refused, 0 other "
                   "connection errors, 0 5xx",
@@ -226,7 +229,7 @@ def phase_watch():
             log(f"FIGURE watch probe: {probe.count} requests in {time.monotonic() - probe_t0:.0f} s, refused "
                 f"{len(probe.refused)}, errors {len(probe.errors)}, 5xx {len(probe.server_errors)}, slowest "
                 f"{probe.slowest:.2f} s")
-        stopped_pids = pids(os.path.join(target, "watch"))
+        stopped_pids = pids(watch_dir)
         watch.stop()
         check("watch: stopping the watcher stops app and tasks, and the port is closed",
               not any(p and alive(p) for p in stopped_pids.values())
