@@ -44,28 +44,12 @@ if [ ${#pkgs[@]} -gt 0 ]; then
 fi
 timing "debian packages"
 
-# ---- cargo-auditable -------------------------------------------------------------------------------------------------
-# tests/e2e/run.sh builds the stand-ins' binaries with `cargo auditable build`, as the flake builds the images' (the crate
-# list image scanners read; the suite's image contract checks it). About a minute to build here, once.
-CARGO_AUDITABLE_VERSION=0.7.7
+# ---- cargo-auditable and watchexec (crates.io only; .ci/run starts this earlier, in the background) ---------------
 [ -d "${HOME:-/root}/.cargo/bin" ] && PATH="${HOME:-/root}/.cargo/bin:$PATH"
-if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable --version >/dev/null 2>&1; then
-    echo "e2e.sh: installing cargo-auditable $CARGO_AUDITABLE_VERSION (cargo install --locked)"
-    cargo install --quiet --locked "cargo-auditable@$CARGO_AUDITABLE_VERSION" >/tmp/e2e-cargo-install.log 2>&1 \
-        || { tail -n 20 /tmp/e2e-cargo-install.log; die "cargo install cargo-auditable failed"; }
+if command -v cargo >/dev/null; then
+    bash .ci/cargo-tools.sh || die "installing the cargo tools failed (above)"
 fi
-timing "cargo-auditable"
-
-# ---- watchexec ----------------------------------------------------------------------------------------------------------
-# The watch phase runs scripts/watch.sh, whose watcher holds the HTTP socket (--socket: 2.3 or later). No Debian or
-# PyPI package carries it; built from crates.io once (about 5 minutes here), then found in ~/.cargo/bin.
-WATCHEXEC_VERSION=2.8.0
-if grep -qw watch <<<"${E2E_PHASES:-dev watch live backup swarm acme}" && ! watchexec --help 2>/dev/null | grep -q -- '--socket'; then
-    echo "e2e.sh: installing watchexec-cli $WATCHEXEC_VERSION (cargo install --locked)"
-    cargo install --quiet --locked "watchexec-cli@$WATCHEXEC_VERSION" >/tmp/e2e-watchexec-install.log 2>&1 \
-        || { tail -n 20 /tmp/e2e-watchexec-install.log; die "cargo install watchexec-cli failed"; }
-fi
-timing "watchexec"
+timing "cargo tools"
 
 # ---- nginx for the httpd stand-in ----------------------------------------------------------------------------------
 if [ "${E2E_REAL_IMAGES:-0}" != 1 ]; then
