@@ -33,8 +33,10 @@ from harness import (
     run,
 )
 
-TREE = ("src", "migrations", "templates", "static", ".sqlx", "compose", "env", "scripts", "build.rs", "Cargo.toml",
-        "Cargo.lock", "rust-toolchain.toml")
+# Every source file of the package's targets too (tests/, bench/): `cargo sqlx prepare` touches them all, and when
+# one is missing it falls back to a whole `cargo clean` of the shared target directory.
+TREE = ("src", "migrations", "templates", "static", ".sqlx", "compose", "env", "scripts", "tests", "bench", "build.rs",
+        "Cargo.toml", "Cargo.lock", "rust-toolchain.toml")
 # The first step builds the app crate (and any dependency the target directory lacks).
 START_TIMEOUT = 1200
 EDIT_TIMEOUT = 300
@@ -253,6 +255,11 @@ def prepare(tree, env):
     if not check("watch: `scripts/watch.sh --prepare` runs cargo sqlx prepare against the dev database",
                  p.returncode == 0, f"{took:.1f}s" if p.returncode == 0 else (p.stdout + p.stderr)[-1500:]):
         return
+    # sqlx-cli's fallback when it cannot touch a source file: `cargo clean` of the whole target directory (the
+    # repository's, shared with the rest of the suite: nginx, the Observatory scanner, every build).
+    check("watch: --prepare recompiled the app crate only (no fallback to a whole `cargo clean`)",
+          "Cleaning entire project" not in p.stdout + p.stderr,
+          [line for line in (p.stdout + p.stderr).splitlines() if "minimal recompile" in line][:1])
 
     def files(d):
         return {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
