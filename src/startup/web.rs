@@ -3,18 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderValue;
-use axum::http::header::CONNECTION;
-use axum::middleware;
-use axum::response::Response;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use super::http_server::{self, Draining, FIRST_REQUEST_GRACE};
 use crate::config::Settings;
 use crate::db;
 use crate::http::{metrics_endpoint, router::app, state::AppState};
@@ -91,25 +86,14 @@ impl Application {
         // lame duck ends after its answer; idle ones nginx closes itself (upstream keepalive_timeout 2 s, below
         // SHUTDOWN_DELAY). None is left for the server to close under a request being written: a proxy could not
         // retry a POST written to a connection the server is closing at that moment.
-        let draining = Arc::new(AtomicBool::new(false));
-        let router = self.router.layer(middleware::map_response({
-            let draining = draining.clone();
-            move |mut response: Response| {
-                let draining = draining.load(Ordering::Relaxed);
-                async move {
-                    if draining {
-                        response
-                            .headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    response
-                }
-            }
-        }));
-        let server = axum::serve(self.listener, router.into_make_service()).with_graceful_shutdown(
+        let draining = Draining::default();
+        let server = http_server::serve(
+            self.listener,
+            self.router,
+            draining.clone(),
             async move {
                 shutdown.await;
-                draining.store(true, Ordering::Relaxed);
+                draining.start();
                 if !delay.is_zero() {
                     tracing::info!(
                         delay_s = delay.as_secs_f64(),
@@ -120,14 +104,15 @@ impl Application {
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             },
+            FIRST_REQUEST_GRACE,
         );
-        let mut server = tokio::spawn(server.into_future());
+        let mut server = tokio::spawn(server);
         let deadline = async {
             let _ = stopping.wait_for(|s| *s).await;
             tokio::time::sleep(self.shutdown_timeout).await;
         };
         let result = tokio::select! {
-            joined = &mut server => joined.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)),
+            joined = &mut server => joined.map_err(anyhow::Error::from),
             () = deadline => {
                 tracing::warn!(timeout_s = self.shutdown_timeout.as_secs_f64(), "shutdown timeout: dropping unfinished requests");
                 server.abort();
