@@ -4,13 +4,15 @@ Environment (set by run.sh): E2E_REPO, E2E_DEV_PROJECT, E2E_LIVE_PROJECT, E2E_DE
 HTTPS port), E2E_LIVE_HTTP_PORT (its HTTP port: redirects, ACME challenges), E2E_CA_FILE (the certificate the live
 stack serves, self-signed as the README makes it: the suite's trust anchor), E2E_TAG,
 E2E_TAG_NEXT, E2E_STATIC_DIR (collectstatic output, for manifest.json), E2E_LOG_DIR, SECRETS_DIR, POSTGRES_IMAGE,
-REDIS_IMAGE, E2E_PHASES (default "dev watch live backup swarm acme"; "soak" is opt-in).
+REDIS_IMAGE, E2E_PHASES (default "dev watch live backup cluster acme"; "soak" and "swarm", a single-node swarm on
+the host's own engine, are opt-in).
 """
 
 import http.client
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import threading
@@ -33,7 +35,7 @@ TAG_NEXT = ENV.get("E2E_TAG_NEXT", "")
 STATIC_DIR = ENV["E2E_STATIC_DIR"]
 LOG_DIR = ENV.get("E2E_LOG_DIR", "/tmp")
 SECRETS_DIR = ENV["SECRETS_DIR"]
-PHASES = ENV.get("E2E_PHASES", "dev watch live backup swarm acme").split()
+PHASES = ENV.get("E2E_PHASES", "dev watch live backup cluster acme").split()
 T0 = time.monotonic()
 
 passed = 0
@@ -74,9 +76,75 @@ class Resp:
         return f"<{self.status} {self.body[:160]!r}>"
 
 
+# Where a port is served when not on 127.0.0.1: {port: [address, ...]}, the nodes of the cluster phase, tried the way
+# a load balancer in front of them sends connections: each new one to the next address in turn, past an address
+# that refused or did not answer a connection within CONNECT_TIMEOUT (then left out for DOWN_FOR seconds). A
+# request that was never sent is safe to send to the next one, whatever its method.
+TARGETS = {}
+CONNECT_TIMEOUT = 2.0
+DOWN_FOR = 5.0
+_down = {}  # address -> monotonic time until which it is left out
+_turn = [0]
+_turn_lock = threading.Lock()
+
+
+class NoTarget(OSError):
+    pass
+
+
+def open_connection(port, timeout, tls=None):
+    """(connection, address): an HTTP(S) connection to port on 127.0.0.1 or, for a port in TARGETS, on the next
+    address that accepts it. HTTPS when the port is in TLS_PORTS (or `tls` is an SSLContext), verified for the name
+    localhost whatever the address (the certificate's name)."""
+    if tls is None and port in TLS_PORTS:
+        tls = tls_context()
+    addrs = TARGETS.get(port)
+    if not addrs:
+        if tls:
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls), "127.0.0.1"
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout), "127.0.0.1"
+    with _turn_lock:
+        _turn[0] += 1
+        first = _turn[0]
+    now = time.monotonic()
+    order = [addrs[(first + k) % len(addrs)] for k in range(len(addrs))]
+    order = [a for a in order if _down.get(a, 0) <= now] + [a for a in order if _down.get(a, 0) > now]
+    errors = []
+    for addr in order:
+        try:
+            sock = socket.create_connection((addr, port), timeout=CONNECT_TIMEOUT)
+        except OSError as e:
+            _down[addr] = time.monotonic() + DOWN_FOR
+            errors.append(f"{addr}: {type(e).__name__}")
+            continue
+        sock.settimeout(timeout)
+        if tls:
+            conn = http.client.HTTPSConnection("localhost", port, timeout=timeout, context=tls)
+        else:
+            conn = http.client.HTTPConnection("localhost", port, timeout=timeout)
+        # http.client connects through this (TLS is wrapped onto it for "localhost"): the socket just made, and a
+        # new one to the same address when the connection is opened again.
+        conn._create_connection = _connector(sock, addr, port, timeout)
+        return conn, addr
+    raise NoTarget(f"no node accepted a connection: {', '.join(errors)}")
+
+
+def _connector(sock, addr, port, timeout):
+    made = [sock]
+
+    def create(*_args, **_kwargs):
+        if made:
+            return made.pop()
+        s = socket.create_connection((addr, port), timeout=CONNECT_TIMEOUT)
+        s.settimeout(timeout)
+        return s
+
+    return create
+
+
 def request(port, method, path, body=None, headers=None, host=None, timeout=40.0, tls=None):
-    """One HTTP/1.1 request to 127.0.0.1:port with full control of the Host header; HTTPS when the port is in
-    TLS_PORTS (or `tls` is an SSLContext). Never raises."""
+    """One HTTP/1.1 request to 127.0.0.1:port (or TARGETS[port]) with full control of the Host header; HTTPS when
+    the port is in TLS_PORTS (or `tls` is an SSLContext). Never raises."""
     h = {"Host": host if host is not None else f"localhost:{port}"}
     h.update(headers or {})
     if body is not None and not isinstance(body, (bytes, str)):
@@ -85,12 +153,10 @@ def request(port, method, path, body=None, headers=None, host=None, timeout=40.0
     if isinstance(body, str):
         body = body.encode()
     started = time.monotonic()
-    if tls is None and port in TLS_PORTS:
-        tls = tls_context()
-    if tls:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn, _ = open_connection(port, timeout, tls)
+    except OSError as e:
+        return Resp(error=f"{type(e).__name__}: {e}", elapsed=time.monotonic() - started)
     try:
         try:
             conn.request(method, path, body=body, headers=h)

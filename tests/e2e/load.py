@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from harness import T0, TLS_PORTS, Resp, describe_failure, manifest_names, tls_context
+from harness import T0, TARGETS, Resp, describe_failure, manifest_names, open_connection
 
 KINDS = ("page", "static", "get", "post")
 STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -40,15 +40,23 @@ class KeepAliveLoad:
         self.accepted = [known_task] if known_task else []
         self.windows = []  # (label, start, end) of each switch
         self.resent = 0
+        # With several addresses (harness.TARGETS: nodes behind a load balancer), a request that was sent to a node
+        # and got no answer (its node died, its connection was reset or timed out) is sent once more to the next
+        # node when that is safe: a GET (as a load balancer does for an idempotent request) or a POST with an
+        # Idempotency-Key (as the README tells API clients to do). Counted here, with why; an unkeyed POST that
+        # meets that fails.
+        self.balanced = len(TARGETS.get(port, [])) > 1
+        self.sent_again = []
+        self.entered = {}  # address -> requests answered through it
         # Every second POST without an Idempotency-Key, what a client that never heard of keys sends (the edge gives
         # it one); unkeyed=False: all with one.
         self.unkeyed = unkeyed
         self.threads = []
 
     def _connect(self):
-        if self.port in TLS_PORTS:
-            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=20, context=tls_context())
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        conn, addr = open_connection(self.port, timeout=10 if self.balanced else 20)
+        conn.addr = addr
+        return conn
 
     def _request(self, kind, n, i):
         # Our own request id (httpd and the app log it): a failure's id finds its lines in the saved logs.
@@ -67,28 +75,40 @@ class KeepAliveLoad:
 
     def _exchange(self, conn, method, path, body, headers):
         """(connection to keep or None, Resp)."""
-        for _ in range(2):
+        retry_safe = method == "GET" or "Idempotency-Key" in headers
+        for attempt in range(2):
             reused = conn is not None
-            conn = conn or self._connect()
+            try:
+                conn = conn or self._connect()
+            except OSError as e:  # no node accepted a connection: nothing was sent
+                return None, Resp(error=f"{type(e).__name__}: {e}")
             try:
                 conn.request(method, path, body=body, headers=headers)
                 r = conn.getresponse()
                 data = r.read()
                 resp = Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data, raw_headers=r.getheaders())
+                with self.lock:
+                    self.entered[conn.addr] = self.entered.get(conn.addr, 0) + 1
                 if resp.headers.get("connection", "").lower() == "close":
                     conn.close()
                     conn = None
                 return conn, resp
             except STALE as e:
                 conn.close()
-                conn = None
-                if not reused:
-                    return None, Resp(error=f"{type(e).__name__}: {e}")
+                if not reused and not (self.balanced and retry_safe and attempt == 0):
+                    return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr})")
                 with self.lock:
                     self.resent += 1
+                    if not reused:
+                        self.sent_again.append(f"{method} via {conn.addr}: {type(e).__name__}")
+                conn = None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                return None, Resp(error=f"{type(e).__name__}: {e}")
+                if not (self.balanced and retry_safe and attempt == 0):
+                    return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr})")
+                with self.lock:
+                    self.sent_again.append(f"{method} via {conn.addr}: {type(e).__name__}")
+                conn = None
         return None, Resp(error="closed twice")
 
     def _loop(self, n):
@@ -159,7 +179,8 @@ class KeepAliveLoad:
         during = [s for s in samples if any(a <= s[0] <= b for _, a, b in windows)]
         before = [s[3] for s in samples if s[0] < first]
         return {"rate": len(samples) / seconds, "clients": self.clients, "p99_before_ms": p99(before),
-                "p99_during_ms": p99([s[3] for s in during]), "during": len(during), "resent": self.resent}
+                "p99_during_ms": p99([s[3] for s in during]), "during": len(during), "resent": self.resent,
+                "entered": dict(self.entered), "sent_again": list(self.sent_again)}
 
 
     def window(self, label):
@@ -180,15 +201,15 @@ def finished(port, ids, timeout):
         task = None
         while time.monotonic() < deadline:
             wait = max(1, min(25, int(deadline - time.monotonic())))
-            conn = conn or (http.client.HTTPSConnection("127.0.0.1", port, timeout=40, context=tls_context())
-                            if port in TLS_PORTS else http.client.HTTPConnection("127.0.0.1", port, timeout=40))
             try:
+                conn = conn or open_connection(port, timeout=40)[0]
                 conn.request("GET", f"/api/tasks/{tid}?wait={wait}", headers={"Host": f"localhost:{port}"})
                 r = conn.getresponse()
                 body = r.read()
                 task = json.loads(body) if r.status == 200 else None
             except (OSError, http.client.HTTPException, ValueError):
-                conn.close()
+                if conn:
+                    conn.close()
                 conn, task = None, None
             if task and task.get("state") in ("done", "dead"):
                 break
