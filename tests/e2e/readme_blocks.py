@@ -3,6 +3,7 @@
 
     python3 tests/e2e/readme_blocks.py secrets   # prints the "Live deployment" secrets block
     python3 tests/e2e/readme_blocks.py day2      # prints the day-2 block (`docker compose -f compose/live.yml ps` …)
+    python3 tests/e2e/readme_blocks.py swarm     # prints the "Past one machine" block (scripts/swarm.sh …)
 
 From Python: `commands("day2")` gives the block's commands one by one (comments stripped, continuations joined).
 """
@@ -30,6 +31,8 @@ def block(name):
         return next(b for b in live if "docker compose -f compose/live.yml ps" in b)
     if name == "first-deploy":
         return next(b for b in live if "scripts/deploy.sh 0.1.0" in b)
+    if name == "swarm":
+        return next(b for b in sh_blocks("Past one machine") if "scripts/swarm.sh rollback" in b)
     raise KeyError(name)
 
 

@@ -19,7 +19,10 @@
 #   NGINX=path           the nginx binary of the httpd stand-in instead of the one .ci/nginx.sh builds
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev watch live backup swarm acme"  which phases to run (the default)
+#   E2E_PHASES="dev watch live backup cluster acme"  which phases to run (the default; add "swarm" for a
+#                        single-node swarm on this engine). `cluster` is compose/stack.yml on three Docker engines
+#                        this run starts in network namespaces (tests/e2e/cluster.py), with a registry (Debian's
+#                        docker-registry and skopeo) between them: it needs root, iproute2 and iptables.
 #   E2E_DEV_PORT / E2E_LIVE_PORT / E2E_LIVE_HTTP_PORT   host ports (default 8000 / 8443 (HTTPS) / 8001, or a free
 #                        port when taken)
 #   E2E_KEEP=1           debugging only: leave the live stack and images in place (prints how to remove them)
@@ -57,6 +60,11 @@ command -v python3 >/dev/null || missing+=("python3")
 [ -x /usr/bin/redis-server ] || missing+=("redis-server (apt-get install redis-server)")
 [ -x /usr/bin/lego ] || missing+=("lego (apt-get install lego: the acme service's stand-in)")
 [ -x /usr/bin/pebble ] || missing+=("pebble (apt-get install pebble: the ACME test CA)")
+if grep -qw cluster <<<"${E2E_PHASES:-dev live backup cluster acme}"; then
+    [ -x /usr/bin/docker-registry ] || missing+=("docker-registry (apt-get install docker-registry: the cluster phase's registry)")
+    command -v skopeo >/dev/null || missing+=("skopeo (apt-get install skopeo: pushes to the cluster phase's registry)")
+    [ "$(id -u)" = 0 ] || missing+=("root: the cluster phase makes network namespaces, a bridge and dockerds")
+fi
 if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("cargo (rustup)"); fi
 if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable --version >/dev/null 2>&1; then
     missing+=("cargo-auditable (cargo install cargo-auditable --locked): the stand-ins' binaries carry its crate list, as the flake's do")
@@ -141,6 +149,11 @@ cleanup() {
         ids=$(docker volume ls -q --filter "label=com.docker.stack.namespace=$stack"); [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
         rm -f "$mark"
     fi
+    # The cluster phase removes its namespaces, engines and registry itself, also on failure and Ctrl-C; a cluster
+    # whose owner process has ended (killed before it could) is removed here.
+    if grep -qw cluster <<<"${E2E_PHASES:-dev live backup cluster acme}"; then
+        python3 "$here/cluster.py" sweep >/dev/null 2>&1 || ko "cleanup: a cluster of the cluster phase could not be removed (python3 tests/e2e/cluster.py sweep)"
+    fi
     # Anything labelled with our projects that compose did not remove (e.g. after a crash of compose itself).
     local p
     for p in "$E2E_DEV_PROJECT" "$E2E_LIVE_PROJECT"; do
@@ -202,7 +215,7 @@ step_time stand-ins
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
 # must keep serving through, and that N's `migrate` must leave alone on rollback) and a changed stylesheet. Only the
 # app crate compiles.
-if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm' <<<"${E2E_PHASES:-dev watch live backup swarm acme}"; then
+if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm|cluster' <<<"${E2E_PHASES:-dev watch live backup cluster acme}"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
     next_src="$work/next-src"

@@ -4,7 +4,8 @@
 Run through tests/e2e/run.sh, which builds the app and the stand-in images, sets the variables harness.py reads,
 and removes everything afterwards. Prints one PASS/FAIL line per check and ends with `N passed, M failed`.
 Each phase is a module of its own: phase_dev.py, phase_live.py (with faults.py and deploy.py), phase_backup.py,
-phase_swarm.py, phase_watch.py, phase_acme.py, phase_soak.py (opt-in: E2E_PHASES="soak", bench/soak.sh); image_contract.py and
+phase_cluster.py (three engines: cluster.py), phase_swarm.py (opt-in: a single-node swarm on the host's engine), phase_watch.py,
+phase_acme.py, phase_soak.py (opt-in: E2E_PHASES="soak", bench/soak.sh); image_contract.py and
 stack_parity.py run first.
 """
 
@@ -15,6 +16,7 @@ from harness import ENV, PHASES, check
 from image_contract import check_image_contract
 from phase_acme import phase_acme
 from phase_backup import phase_backup
+from phase_cluster import phase_cluster
 from phase_dev import phase_dev
 from phase_live import phase_live
 from phase_soak import phase_soak
@@ -23,7 +25,7 @@ from phase_watch import phase_watch
 from stack_parity import check_stack_parity
 
 PHASE_RUNNERS = {"dev": phase_dev, "watch": phase_watch, "live": phase_live, "backup": phase_backup,
-                 "swarm": phase_swarm, "acme": phase_acme, "soak": phase_soak}
+                 "swarm": phase_swarm, "cluster": phase_cluster, "acme": phase_acme, "soak": phase_soak}
 
 
 def main():
