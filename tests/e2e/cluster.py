@@ -19,6 +19,7 @@ import atexit
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -347,13 +348,16 @@ class Cluster:
                 break
             for m in ours:
                 sh(["umount", "-l", m], check=False)
-        for ns in st.get("netns", []):
+        for ns in sorted(set(st.get("netns", [])) | {n.netns for n in self.nodes}):
             if os.path.exists(f"/run/netns/{ns}"):
                 p = sh(["ip", "netns", "del", ns], check=False)
                 if p.returncode != 0:
                     problems.append(f"netns {ns}: {p.stderr.strip()}")
-        if os.path.exists(f"/sys/class/net/{self.bridge}"):
-            sh(["ip", "link", "del", self.bridge], check=False)
+        # The host's ends of the veths too: a namespace outlives its `ip netns del` while sockets made in it are
+        # still closing (the TCP connections between the engines, killed mid-way), and so would its veth pair.
+        for link in [self.bridge] + [n.veth for n in self.nodes]:
+            if os.path.exists(f"/sys/class/net/{link}"):
+                sh(["ip", "link", "del", link], check=False)
         rule = st.get("forward_rule")
         while rule and sh(["iptables", "-C", *rule], check=False).returncode == 0:
             sh(["iptables", "-D", *rule], check=False)
@@ -371,9 +375,9 @@ class Cluster:
                         problems.append(f"cgroup {top} still there")
         sh(["rm", "-rf", "--one-file-system", self.data], check=False)
         sh(["rm", "-rf", "--one-file-system", self.state], check=False)
-        left = [ns for ns in st.get("netns", []) if os.path.exists(f"/run/netns/{ns}")]
-        if os.path.exists(f"/sys/class/net/{self.bridge}"):
-            left.append(self.bridge)
+        left = [n.netns for n in self.nodes if os.path.exists(f"/run/netns/{n.netns}")]
+        left += [link for link in [self.bridge] + [n.veth for n in self.nodes]
+                 if os.path.exists(f"/sys/class/net/{link}")]
         if os.path.exists(self.state) or os.path.exists(self.data):
             left.append("directories")
         problems += [f"left: {x}" for x in left]
@@ -434,6 +438,12 @@ def sweep(log=print, include_alive=False):
     ok = True
     names = set(os.listdir(STATE_ROOT)) if os.path.isdir(STATE_ROOT) else set()
     names |= set(os.listdir(DATA_ROOT)) if os.path.isdir(DATA_ROOT) else set()
+    # Interfaces and namespaces of a cluster whose state directory is gone (removed by hand, say).
+    pattern = re.compile(r"^(dse[0-9a-f]{5})(br|v\d|n\d)$")
+    for entry in os.listdir("/sys/class/net") + (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
+        m = pattern.match(entry)
+        if m:
+            names.add(m.group(1))
     for name in sorted(names):
         c = Cluster(name)
         owner = c._load().get("owner")
