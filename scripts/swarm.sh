@@ -6,7 +6,7 @@
 #   scripts/swarm.sh deploy 0.2.0          # docker stack deploy of VERSION, then waits until every service runs it
 #   scripts/swarm.sh rollback              # every service back on the version deployed before (one stack deploy)
 #   scripts/swarm.sh rotate-db-password    # a new PostgreSQL password, under a new secret name, 0 failed requests
-#   scripts/swarm.sh status                # each service: replicas, versions, nodes
+#   scripts/swarm.sh status                # each service: its replicas and the versions they run
 #
 # deploy: `docker stack deploy --with-registry-auth` of VERSION with the settings below, then waits until every
 #   service runs its replica count on VERSION (the images are REGISTRY/app:VERSION and REGISTRY/httpd:VERSION, as
@@ -28,7 +28,7 @@
 # Settings (environment; each one set is recorded in SWARM_ENV_FILE by deploy, and read back by every command, so
 # the next command needs none of them again): the variables of compose/stack.yml (REGISTRY, POSTGRES_IMAGE,
 # REDIS_IMAGE, SECRETS_DIR, LIVE_ENV_FILE, EDGE_PORT, EDGE_HTTPS_PORT, EDGE_PUBLISH_MODE, EDGE_REPLICAS,
-# RATE_LIMIT_TASKS, RATE_LIMIT_BURST, POSTGRES_PASSWORD_SECRET, BACKUP_*), and
+# HTTPD_REPLICAS, RATE_LIMIT_TASKS, RATE_LIMIT_BURST, POSTGRES_PASSWORD_SECRET, BACKUP_*), and
 #   STACK_NAME      the stack (default docker-sample)
 #   STACK_FILE      the stack file (default compose/stack.yml)
 #   SWARM_ENV_FILE  where the settings are recorded (default compose/.swarm.env, git-ignored)
@@ -51,7 +51,7 @@ esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 env_file=${SWARM_ENV_FILE:-$root/compose/.swarm.env}
 settings=(STACK_NAME STACK_FILE REGISTRY POSTGRES_IMAGE REDIS_IMAGE SECRETS_DIR LIVE_ENV_FILE EDGE_PORT
-    EDGE_HTTPS_PORT EDGE_PUBLISH_MODE EDGE_REPLICAS RATE_LIMIT_TASKS RATE_LIMIT_BURST POSTGRES_PASSWORD_SECRET
+    EDGE_HTTPS_PORT EDGE_PUBLISH_MODE EDGE_REPLICAS HTTPD_REPLICAS RATE_LIMIT_TASKS RATE_LIMIT_BURST POSTGRES_PASSWORD_SECRET
     BACKUP_SCHEDULE BACKUP_KEEP BACKUP_MAX_AGE APP_VERSION PREVIOUS_VERSION)
 # The recorded settings, for those not set now (what is set now wins).
 if [ -f "$env_file" ]; then
@@ -96,10 +96,17 @@ wait_converged() { # VERSION SINCE (epoch seconds)
     local version=$1 since=$2 deadline bad
     deadline=$(($(date +%s) + wait_s))
     while :; do
-        bad=$(docker service ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}} {{.Replicas}}' |
-            awk '{ split($2, r, "/"); if (r[1] != r[2]) printf " %s(%s)", $1, $2 }')
-        bad+=$(running_tags | awk -v v="$version" -v s="$stack" \
-            '$1 != s "_db" && $1 != s "_redis" && $1 != s "_backup" && $2 != v { printf " %s(on %s)", $1, $2 }')
+        # Replicas counted from the tasks themselves: `docker service ls` sums up from a status that lags behind by
+        # a few seconds (a replica just stopped can still count there).
+        bad=$({
+            docker service ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}} {{.Replicas}}' |
+                awk '{ split($2, r, "/"); print "want", $1, r[2] }'
+            running_tags | awk '{ print "have", $1, $2 }'
+        } | awk -v v="$version" -v s="$stack" '
+            $1 == "want" { want[$2] = $3; next }
+            { have[$2]++; if ($2 != s "_db" && $2 != s "_redis" && $2 != s "_backup" && $3 != v) off[$2] = off[$2] " " $3 }
+            END { for (k in want) { if (have[k] + 0 != want[k] + 0) printf " %s(%d/%s)", k, have[k], want[k]
+                                    if (off[k] != "") printf " %s(on%s)", k, off[k] } }')
         # A rollback Swarm started itself (a new replica failed) since this deploy began ends the wait.
         # shellcheck disable=SC2046  # one argument per service
         docker service inspect --format \

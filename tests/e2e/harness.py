@@ -125,6 +125,14 @@ def open_connection(port, timeout, tls=None):
         # http.client connects through this (TLS is wrapped onto it for "localhost"): the socket just made, and a
         # new one to the same address when the connection is opened again.
         conn._create_connection = _connector(sock, addr, port, timeout)
+        try:
+            # The TLS handshake now: an edge that is stopping closes connections it has not begun to serve, and a
+            # connection closed before any request was written on it is safe to make to the next node.
+            conn.connect()
+        except OSError as e:  # ssl.SSLError included
+            conn.close()
+            errors.append(f"{addr}: {type(e).__name__} before any request")
+            continue
         return conn, addr
     raise NoTarget(f"no node accepted a connection: {', '.join(errors)}")
 

@@ -54,7 +54,7 @@ class KeepAliveLoad:
         self.threads = []
 
     def _connect(self):
-        conn, addr = open_connection(self.port, timeout=10 if self.balanced else 20)
+        conn, addr = open_connection(self.port, timeout=5 if self.balanced else 20)
         conn.addr = addr
         return conn
 

@@ -43,6 +43,7 @@ RATE = 250         # requests/s of the load in every scenario (the check asks fo
 MIN_RATE = 200
 APPS = ("app", "tasks", "httpd")
 ALL = ("app", "tasks", "httpd", "edge", "db", "redis", "backup")
+REPLICAS = {"app": 2, "tasks": 2, "httpd": 3, "edge": 2}  # httpd: one per node (HTTPD_REPLICAS, compose/stack.yml)
 IMAGES = {"app": "docker-sample/app", "tasks": "docker-sample/app", "httpd": "docker-sample/httpd",
           "edge": "docker-sample/httpd"}
 
@@ -88,11 +89,22 @@ class Ctx:
         return [t for t in self.tasks(name) if t["state"] == "running"]
 
     def replicas(self):
-        """{service: 'running/desired'} as `docker service ls` counts them (tasks on a node that is down do not)."""
+        """{service: 'running/desired'}: the tasks meant to run that run, on a node that is not down, counted from the
+        task list (`docker service ls` counts from a summary that lags behind a drain by a few seconds)."""
         p = self.docker("service", "ls", "--filter", f"label=com.docker.stack.namespace={STACK}",
                         "--format", "{{.Name}} {{.Replicas}}")
-        return {k[len(STACK) + 1:]: v.split(" ")[0] for k, v in
+        want = {k[len(STACK) + 1:]: v.split(" ")[0].split("/")[-1] for k, v in
                 (line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)}
+        down = {n.name for n in self.c.nodes if n.node_id and self.docker(
+            "node", "inspect", n.node_id, "--format", "{{.Status.State}}", timeout=30).stdout.strip() == "down"}
+        have = {name: 0 for name in want}
+        for line in self.docker("stack", "ps", "--filter", "desired-state=running", "--format",
+                                "{{.Name}} {{.Node}} {{.CurrentState}}", STACK).stdout.splitlines():
+            task, node, state = (line.split(" ", 2) + ["", ""])[:3]
+            name = task.rsplit(".", 1)[0][len(STACK) + 1:]
+            if name in have and state.startswith("Running") and node.rsplit("-", 1)[-1] not in down:
+                have[name] += 1
+        return {name: f"{have[name]}/{want[name]}" for name in want}
 
     def converged(self, names=ALL, timeout=180):
         deadline = time.monotonic() + timeout
@@ -149,11 +161,15 @@ def images_from_registry(ctx):
     """Every image on every live node came from the registry (a name under it and its digest), none by docker load."""
     bad = []
     for n in ctx.c.nodes:
-        p = n.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Digest}}", env=ENV)
+        ids = n.docker("image", "ls", "-q", env=ENV).stdout.split()
+        if not ids:
+            bad.append(f"{n.name}: no image at all")
+            continue
+        p = n.docker("image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", *ids, env=ENV)
         for line in p.stdout.splitlines():
-            ref, digest = line.split(" ", 1)
-            if not ref.startswith(ctx.c.registry + "/") or not digest.startswith("sha256:"):
-                bad.append(f"{n.name}: {line}")
+            image, digests = line.split(" ", 1)
+            if not any(d.startswith(ctx.c.registry + "/") for d in json.loads(digests) or []):
+                bad.append(f"{n.name}: {image[:19]} {digests}")
     return bad
 
 
@@ -163,7 +179,7 @@ def deploy_stack(ctx, pg, rd):
     ctx.script_env = dict(ctx.env, STACK_NAME=STACK, REGISTRY=f"{ctx.prefix}/docker-sample", POSTGRES_IMAGE=pg,
                           REDIS_IMAGE=rd, SECRETS_DIR=secrets, LIVE_ENV_FILE=live_env_file(),
                           EDGE_HTTPS_PORT=str(PORT), EDGE_PORT=str(HTTP_PORT), EDGE_PUBLISH_MODE="host",
-                          EDGE_REPLICAS="2", RATE_LIMIT_TASKS="2000r/s", RATE_LIMIT_BURST="2000",
+                          EDGE_REPLICAS="2", HTTPD_REPLICAS="3", RATE_LIMIT_TASKS="2000r/s", RATE_LIMIT_BURST="2000",
                           SWARM_ENV_FILE=os.path.join(os.path.dirname(LOG_DIR), "swarm.env"))
     line = readme_line("scripts/swarm.sh deploy ")
     p, took = ctx.swarm_script(line.replace(line.split()[-1], TAG))
@@ -173,12 +189,14 @@ def deploy_stack(ctx, pg, rd):
     TLS_PORTS.add(PORT)
     TARGETS[PORT] = [n.addr for n in ctx.c.nodes]
     check("cluster: every httpd replica serves through the edges (10 answers in a row)", wait_serving(PORT))
+    # Swarm's scheduler spreads the replicas of a service over the nodes with the fewest of its tasks, then the
+    # fewest tasks at all: no placement preference is needed for this.
     spread = {name: sorted(t["node"] for t in ctx.running(name)) for name in ALL}
-    used = {n for name in ("app", "tasks", "httpd", "edge") for n in spread[name]}
-    ok = (all(len(set(spread[name])) == len(spread[name]) == 2 for name in ("app", "tasks", "httpd", "edge"))
+    used = {n for nodes in spread.values() for n in nodes}
+    ok = (all(len(set(spread[name])) == len(spread[name]) == n for name, n in REPLICAS.items())
           and all(spread[name] == ["n1"] for name in ("db", "redis", "backup")) and len(used) == 3)
-    check("cluster: replicas spread (app, tasks, httpd and edge on two nodes each, all three nodes used), db, redis "
-          "and backup on the labelled node", ok, f"{spread}")
+    check("cluster: replicas spread (app, tasks and edge on two nodes each, httpd on all three), db, redis and "
+          "backup on the labelled node", ok, f"{spread}")
     bad = images_from_registry(ctx)
     check("cluster: every image on every node was pulled from the registry (none loaded)", not bad, f"{bad[:6]}")
     return True
@@ -272,7 +290,7 @@ def rolling_updates(ctx, old_task):
             for name in APPS:
                 p, took = results[name]
                 tags = [t["tag"] for t in ctx.running(name)]
-                if p.returncode != 0 or len(tags) != 2 or set(tags) != {tag}:
+                if p.returncode != 0 or len(tags) != REPLICAS[name] or set(tags) != {tag}:
                     bad.append(f"{name}: rc {p.returncode}, running {tags}: {p.stderr.strip()[-300:]}")
                 switches.append(f"{label} {name} {took:.1f} s")
             check(f"cluster: {label} of app, tasks and httpd (docker service {verb}), every replica on {tag}",
@@ -368,7 +386,7 @@ def drained_node(ctx):
                     break
                 time.sleep(1)
         took = time.monotonic() - t
-        time.sleep(1)
+        load.stop.wait(5)  # and on, with the node drained
     after = {name: [t["node"] for t in ctx.running(name)] for name in ("app", "tasks", "httpd", "edge")}
     check(f"cluster: `docker node update --availability drain` of {node.name}: its replicas run elsewhere",
           not left and done, f"{took:.1f} s; before {before}, after {after}, still there {left}, replicas {state}")
@@ -446,15 +464,17 @@ def lost_node(ctx):
                 time.sleep(0.5)
             done, state = ctx.converged(ALL, 180)
             back_after = time.monotonic() - t
-        time.sleep(2)
+        # The load goes on through what is left for as long again: the replacements serving it.
+        load.stop.wait(max(10.0, back_after))
     after = {name: [t["node"] for t in ctx.running(name)] for name in ("app", "tasks", "httpd", "edge")}
     on_dead = [name for name, nodes in after.items() if node.name in nodes]
     log(f"FIGURE cluster node lost: {node.name} cut off and its {procs} processes (dockerd, containerd, shims, "
-        f"containers) killed with SIGKILL; Down after {down_after if down_after is None else round(down_after, 1)} s, "
+        f"containers) killed with SIGKILL; Down after {down_after if down_after is None else round(down_after, 1)} s; "
         f"every service back to its replica count after {back_after:.1f} s ({state}); before {before}, after {after}")
     check(f"cluster: {node.name} lost: Swarm marks it Down and runs its replicas on the other nodes",
           down_after is not None and done and not on_dead, f"replicas {state}, still on it: {on_dead}")
-    check_load(f"node {node.name} lost", load, [f"Down after {down_after} s, replicas back after {back_after:.1f} s"],
+    down = "never" if down_after is None else f"after {down_after:.1f} s"
+    check_load(f"node {node.name} lost", load, [f"Down {down}, every replica back after {back_after:.1f} s"],
                lost_node=node)
 
 
