@@ -92,6 +92,13 @@ class NoTarget(OSError):
     pass
 
 
+def mark_down(addr):
+    """A node that closed a kept-alive connection is stopping its edge (nginx closes its idle connections on its
+    way out, and for a moment still accepts new ones it will close unread): new connections go to the others for
+    DOWN_FOR seconds, as a load balancer's passive health check does."""
+    _down[addr] = time.monotonic() + DOWN_FOR
+
+
 def open_connection(port, timeout, tls=None):
     """(connection, address): an HTTP(S) connection to port on 127.0.0.1 or, for a port in TARGETS, on the next
     address that accepts it. HTTPS when the port is in TLS_PORTS (or `tls` is an SSLContext), verified for the name

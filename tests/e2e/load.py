@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from harness import T0, TARGETS, Resp, describe_failure, manifest_names, open_connection
+from harness import T0, TARGETS, Resp, describe_failure, manifest_names, mark_down, open_connection
 
 KINDS = ("page", "static", "get", "post")
 STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -91,10 +91,14 @@ class KeepAliveLoad:
                     self.entered[conn.addr] = self.entered.get(conn.addr, 0) + 1
                 if resp.headers.get("connection", "").lower() == "close":
                     conn.close()
+                    if self.balanced:
+                        mark_down(conn.addr)
                     conn = None
                 return conn, resp
             except STALE as e:
                 conn.close()
+                if self.balanced and reused:
+                    mark_down(conn.addr)
                 if not reused and not (self.balanced and retry_safe and attempt == 0):
                     return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr})")
                 with self.lock:
