@@ -7,12 +7,13 @@
 #                    later); a debug build: it only waits for file events, and builds in half the time
 # .ci/run starts this in the background at its beginning (the Rust and Nix stages leave a core idle for much of
 # their time) and waits for it before e2e; .ci/e2e.sh runs it too, a no-op when both are there.
-# Usage: bash .ci/cargo-tools.sh [PHASES]   (PHASES: the e2e phases, default E2E_PHASES or the suite's default)
+# Usage: bash .ci/cargo-tools.sh [PHASES]   (PHASES: the e2e phases, default E2E_PHASES or tests/e2e/run.sh's default)
 set -euo pipefail
 
 CARGO_AUDITABLE_VERSION=0.7.7
 WATCHEXEC_VERSION=2.8.0
-phases=${1:-${E2E_PHASES:-dev watch live backup swarm acme}}
+# shellcheck disable=SC2016  # the sed pattern matches run.sh's literal text
+phases=${1:-${E2E_PHASES:-$(sed -n 's/^export E2E_PHASES=${E2E_PHASES:-\(.*\)}$/\1/p' tests/e2e/run.sh)}}
 [ -d "${HOME:-/root}/.cargo/bin" ] && PATH="${HOME:-/root}/.cargo/bin:$PATH"
 command -v cargo >/dev/null || { echo "cargo-tools.sh: missing cargo (rustup: https://rustup.rs)" >&2; exit 1; }
 

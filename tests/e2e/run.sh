@@ -48,6 +48,9 @@ finish() { # prints the closing line and exits
     exit $?
 }
 
+# The phases (E2E_PHASES, see above); harness.py and .ci/cargo-tools.sh read the same default from here.
+export E2E_PHASES=${E2E_PHASES:-dev watch live backup cluster acme}
+
 # ---- prerequisites ------------------------------------------------------------------------------------------
 missing=()
 command -v docker >/dev/null || missing+=("the docker CLI (apt-get install docker.io)")
@@ -60,7 +63,7 @@ command -v python3 >/dev/null || missing+=("python3")
 [ -x /usr/bin/redis-server ] || missing+=("redis-server (apt-get install redis-server)")
 [ -x /usr/bin/lego ] || missing+=("lego (apt-get install lego: the acme service's stand-in)")
 [ -x /usr/bin/pebble ] || missing+=("pebble (apt-get install pebble: the ACME test CA)")
-if grep -qw cluster <<<"${E2E_PHASES:-dev live backup cluster acme}"; then
+if grep -qw cluster <<<"$E2E_PHASES"; then
     [ -x /usr/bin/docker-registry ] || missing+=("docker-registry (apt-get install docker-registry: the cluster phase's registry)")
     command -v skopeo >/dev/null || missing+=("skopeo (apt-get install skopeo: pushes to the cluster phase's registry)")
     [ "$(id -u)" = 0 ] || missing+=("root: the cluster phase makes network namespaces, a bridge and dockerds")
@@ -69,7 +72,7 @@ if [ -z "${E2E_APP_BIN:-}" ] && ! command -v cargo >/dev/null; then missing+=("c
 if [ -z "${E2E_APP_BIN:-}" ] && command -v cargo >/dev/null && ! cargo auditable --version >/dev/null 2>&1; then
     missing+=("cargo-auditable (cargo install cargo-auditable --locked): the stand-ins' binaries carry its crate list, as the flake's do")
 fi
-if grep -qw watch <<<"${E2E_PHASES:-dev watch live backup swarm acme}" && ! watchexec --help 2>/dev/null | grep -q -- '--socket'; then
+if grep -qw watch <<<"$E2E_PHASES" && ! watchexec --help 2>/dev/null | grep -q -- '--socket'; then
     missing+=("watchexec 2.3 or later, for --socket (cargo install watchexec-cli --locked): the watch phase runs scripts/watch.sh")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -151,7 +154,7 @@ cleanup() {
     fi
     # The cluster phase removes its namespaces, engines and registry itself, also on failure and Ctrl-C; a cluster
     # whose owner process has ended (killed before it could) is removed here.
-    if grep -qw cluster <<<"${E2E_PHASES:-dev live backup cluster acme}"; then
+    if grep -qw cluster <<<"$E2E_PHASES"; then
         python3 "$here/cluster.py" sweep >/dev/null 2>&1 || ko "cleanup: a cluster of the cluster phase could not be removed (python3 tests/e2e/cluster.py sweep)"
     fi
     # Anything labelled with our projects that compose did not remove (e.g. after a crash of compose itself).
@@ -215,7 +218,7 @@ step_time stand-ins
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
 # must keep serving through, and that N's `migrate` must leave alone on rollback) and a changed stylesheet. Only the
 # app crate compiles.
-if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm|cluster' <<<"${E2E_PHASES:-dev watch live backup cluster acme}"; then
+if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm|cluster' <<<"$E2E_PHASES"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
     next_src="$work/next-src"
