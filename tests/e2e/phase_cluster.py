@@ -33,6 +33,7 @@ from harness import (
     wait_serving,
     wait_tasks_done,
 )
+from health_checks import INTERVAL, HealthChecks
 from load import KeepAliveLoad, finished
 from readme_blocks import commands
 
@@ -504,18 +505,21 @@ def phase_cluster():
             return
         r = post_task(PORT, "wordcount", {"text": "cluster task before the update"})
         old_task = (r.json() or {}).get("id")
-        for name, fn in (("rolling updates", lambda: rolling_updates(ctx, old_task)),
-                         ("automatic rollback", lambda: automatic_rollback(ctx)),
-                         ("killed worker", lambda: killed_worker(ctx)),
-                         ("whole stack", lambda: whole_stack(ctx)),
-                         ("drained node", lambda: drained_node(ctx)),
-                         ("rotation", lambda: rotation(ctx)),
-                         ("lost node", lambda: lost_node(ctx))):
-            log(f"cluster: {name}")
-            try:
-                fn()
-            except Exception as e:
-                check(f"cluster: {name} ran to the end", False, f"{type(e).__name__}: {e}")
+        with HealthChecks(TARGETS[PORT], HTTP_PORT) as health:
+            for name, fn in (("rolling updates", lambda: rolling_updates(ctx, old_task)),
+                             ("automatic rollback", lambda: automatic_rollback(ctx)),
+                             ("killed worker", lambda: killed_worker(ctx)),
+                             ("whole stack", lambda: whole_stack(ctx)),
+                             ("drained node", lambda: drained_node(ctx)),
+                             ("rotation", lambda: rotation(ctx)),
+                             ("lost node", lambda: lost_node(ctx))):
+                log(f"cluster: {name}")
+                try:
+                    fn()
+                except Exception as e:
+                    check(f"cluster: {name} ran to the end", False, f"{type(e).__name__}: {e}")
+        log(f"cluster: the balancer's health checks (/edge-health every {INTERVAL} s) that failed, per node: "
+            f"{health.failed}")
     except Exception as e:
         check("cluster: phase ran to the end", False, f"{type(e).__name__}: {e}")
     finally:

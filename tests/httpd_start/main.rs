@@ -8,6 +8,7 @@
 //!
 //! A separate test binary from tests/api: it needs neither PostgreSQL nor Redis, nor the app library.
 
+mod drain;
 mod support;
 
 use std::net::TcpStream;

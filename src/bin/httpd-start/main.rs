@@ -14,6 +14,7 @@
 //!
 //! It does not use the app library: the httpd image must not carry the app (nix/images.nix).
 
+mod drain;
 mod hold;
 mod releases;
 mod render;

@@ -8,7 +8,7 @@ use crate::settings::Settings;
 /// The markers httpd-start renders (the contract, /work/notes/contract.md "Rendering"); `directive` is the list
 /// the code goes by, this one lets the tests check every marker is there.
 #[cfg(test)]
-pub const MARKERS: [&str; 8] = [
+pub const MARKERS: [&str; 9] = [
     "hosts",
     "body-size",
     "tls-certificate",
@@ -17,6 +17,7 @@ pub const MARKERS: [&str; 8] = [
     "rate-limit-zone",
     "rate-limit",
     "https-redirect",
+    "drain-health",
 ];
 
 /// Whether the certificate can be named in the config. `Waiting`: ACME mode before the ACME client wrote the
@@ -92,6 +93,8 @@ fn directive(name: &str, s: &Settings, tls: Tls) -> Option<String> {
             443 => "return 301 https://$host$request_uri;".into(),
             port => format!("return 301 https://$host:{port}$request_uri;"),
         },
+        // The load balancer's health check: 503 from the moment the edge is told to stop (supervise.rs).
+        "drain-health" => format!("if (-f {}) {{ return 503 \"draining\\n\"; }}", s.drain_file),
         _ => return None,
     };
     Some(line)
@@ -118,6 +121,9 @@ http {
         location / {
             limit_req zone=work burst=1 nodelay;   # SUBST:rate-limit
             return 301 https://$host$request_uri;   # SUBST:https-redirect
+        }
+        location = /edge-health {
+            if (-f /x) { return 503; }   # SUBST:drain-health
         }
         # a comment that mentions SUBST:hosts in passing
     }
@@ -158,6 +164,9 @@ http {
         location / {
             limit_req zone=work burst=5 nodelay;   # SUBST:rate-limit
             return 301 https://$host:8443$request_uri;   # SUBST:https-redirect
+        }
+        location = /edge-health {
+            if (-f /tmp/httpd-start.draining) { return 503 \"draining\\n\"; }   # SUBST:drain-health
         }
         # a comment that mentions SUBST:hosts in passing
     }

@@ -6,6 +6,7 @@
 //! every problem is collected, so one run lists them all.
 
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 pub const DEFAULT_ALLOWED_HOSTS: &str = "localhost,127.0.0.1,[::1]";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
@@ -15,6 +16,9 @@ pub const DEFAULT_RATE_LIMIT_TASKS: &str = "10r/s";
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 20;
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
 pub const DEFAULT_STATIC_KEEP_RELEASES: u16 = 2;
+/// The longest DRAIN_SECONDS: a drain longer than the stop grace period (Compose and Swarm: 30 s in this project)
+/// would end in a SIGKILL.
+pub const MAX_DRAIN_SECONDS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -33,6 +37,10 @@ pub struct Settings {
     pub https_port: u16,
     /// How many releases before this one keep their hashed assets (releases.rs).
     pub keep_releases: u16,
+    /// DRAIN_SECONDS: how long a stop signal is held back while the health location answers 503 (supervise.rs).
+    pub drain: Duration,
+    /// The file whose presence makes the health location answer 503: `$TMPDIR/httpd-start.draining`.
+    pub drain_file: String,
 }
 
 impl Settings {
@@ -144,6 +152,32 @@ impl Settings {
             }),
         };
 
+        let drain = match get("DRAIN_SECONDS") {
+            None => Duration::ZERO,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(n) if n <= MAX_DRAIN_SECONDS => Duration::from_secs(n),
+                _ => {
+                    problems.push(format!(
+                        "DRAIN_SECONDS: expected a whole number of seconds from 0 to {MAX_DRAIN_SECONDS}, got {raw:?}"
+                    ));
+                    Duration::ZERO
+                }
+            },
+        };
+
+        let tmp = get("TMPDIR").unwrap_or_else(|| "/tmp".into());
+        let tmp = tmp.trim_end_matches('/');
+        let drain_file = format!("{tmp}/httpd-start.draining");
+        if !drain_file.starts_with('/')
+            || !drain_file
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        {
+            problems.push(format!(
+                "TMPDIR: expected an absolute path of letters, digits and / . _ - (it is written into the nginx config), got {tmp:?}"
+            ));
+        }
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -158,6 +192,8 @@ impl Settings {
             burst,
             https_port,
             keep_releases,
+            drain,
+            drain_file,
         })
     }
 }

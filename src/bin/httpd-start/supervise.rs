@@ -1,6 +1,7 @@
 //! `httpd-start run`: nginx as a child process. httpd-start stays as the parent (PID 1 in the container) so that it
 //! can re-render the config and reload nginx when the certificate changes: signals are forwarded, SIGHUP re-renders
-//! first, the TLS files are polled, and httpd-start exits with nginx's status.
+//! first, the TLS files are polled, a stop signal may wait for a drain (drain.rs), and httpd-start exits with
+//! nginx's status.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -10,6 +11,7 @@ use tokio::process::Command;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
+use crate::drain::Drain;
 use crate::render::Tls;
 use crate::{Job, log, tls};
 
@@ -80,6 +82,9 @@ async fn supervise(job: &Job, watch: bool) -> u8 {
         return 1;
     };
 
+    let mut drain = Drain::new(job.settings.drain, &job.settings.drain_file);
+    let drain_end = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain_end);
     let mut stamps = tls::stamps(&job.settings);
     let mut poll = interval_at(Instant::now() + POLL, POLL);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -93,8 +98,15 @@ async fn supervise(job: &Job, watch: bool) -> u8 {
                     1
                 }
             },
-            _ = recv(&mut term) => forward(pid, libc::SIGTERM),
-            _ = recv(&mut quit) => forward(pid, libc::SIGQUIT),
+            _ = recv(&mut term) => if let Some(sig) = drain.stop(libc::SIGTERM, drain_end.as_mut()) {
+                forward(pid, sig);
+            },
+            _ = recv(&mut quit) => if let Some(sig) = drain.stop(libc::SIGQUIT, drain_end.as_mut()) {
+                forward(pid, sig);
+            },
+            () = &mut drain_end, if drain.holding() => if let Some(sig) = drain.ended() {
+                forward(pid, sig);
+            },
             _ = recv(&mut int) => forward(pid, libc::SIGINT),
             _ = recv(&mut hup) => match job.render_to_file() {
                 // nginx tests the new config itself on SIGHUP and keeps the old one if it is broken.

@@ -24,6 +24,8 @@ fn defaults_are_the_contracts() {
     assert_eq!(s.burst, 20);
     assert_eq!(s.https_port, 443);
     assert_eq!(s.keep_releases, 2);
+    assert_eq!(s.drain, Duration::ZERO);
+    assert_eq!(s.drain_file, "/tmp/httpd-start.draining");
 }
 
 #[test]
@@ -39,6 +41,8 @@ fn empty_values_count_as_unset() {
         "RATE_LIMIT_BURST",
         "HTTPS_PORT",
         "STATIC_KEEP_RELEASES",
+        "DRAIN_SECONDS",
+        "TMPDIR",
     ]
     .map(|k| (k, " "));
     assert_eq!(settings(&blank), settings(&[]));
@@ -60,6 +64,8 @@ fn valid_values_are_taken() {
         ("RATE_LIMIT_BURST", "0"),
         ("HTTPS_PORT", "8443"),
         ("STATIC_KEEP_RELEASES", "0"),
+        ("DRAIN_SECONDS", "5"),
+        ("TMPDIR", "/run/user/1000/"),
     ])
     .expect("valid");
     assert_eq!(
@@ -84,6 +90,8 @@ fn valid_values_are_taken() {
     assert_eq!(s.burst, 0);
     assert_eq!(s.https_port, 8443);
     assert_eq!(s.keep_releases, 0);
+    assert_eq!(s.drain, Duration::from_secs(5));
+    assert_eq!(s.drain_file, "/run/user/1000/httpd-start.draining");
     assert_eq!(settings(&[("RATE_LIMIT_TASKS", "OFF")]).unwrap().rate, None);
     assert!(!settings(&[("TLS_ACME", "no")]).unwrap().tls_acme);
 }
@@ -104,6 +112,8 @@ fn every_problem_is_listed_at_once() {
         ("RATE_LIMIT_BURST", "-1"),
         ("HTTPS_PORT", "65536"),
         ("STATIC_KEEP_RELEASES", "two"),
+        ("DRAIN_SECONDS", "301"),
+        ("TMPDIR", "/tmp/a dir"),
     ])
     .expect_err("all invalid");
     let expected = [
@@ -122,6 +132,8 @@ fn every_problem_is_listed_at_once() {
         "RATE_LIMIT_BURST:",
         "HTTPS_PORT:",
         "STATIC_KEEP_RELEASES:",
+        "DRAIN_SECONDS: expected a whole number of seconds from 0 to 300",
+        "TMPDIR: expected an absolute path",
     ];
     assert_eq!(problems.len(), expected.len(), "{problems:#?}");
     for (problem, start) in problems.iter().zip(expected) {
