@@ -4,6 +4,7 @@ Idempotency-Key)."""
 
 import http.client
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -11,7 +12,11 @@ import uuid
 from harness import T0, TARGETS, Resp, describe_failure, manifest_names, mark_down, open_connection
 
 KINDS = ("page", "static", "get", "post")
-STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+# A connection closed by the server with no byte of an answer: on a kept-alive connection, the server closed it as
+# idle while the request was on its way (over TLS, an EOF without close_notify). Browsers send the request again on
+# a new connection in that case, whatever its method (Chromium: HttpNetworkTransaction::ShouldResendRequest).
+STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
+         ssl.SSLZeroReturnError)
 
 
 def p99(latencies):
@@ -100,7 +105,7 @@ class KeepAliveLoad:
                 if self.balanced and reused:
                     mark_down(conn.addr)
                 if not reused and not (self.balanced and retry_safe and attempt == 0):
-                    return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr})")
+                    return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr}, a new connection)")
                 with self.lock:
                     self.resent += 1
                     if not reused:
@@ -109,7 +114,8 @@ class KeepAliveLoad:
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 if not (self.balanced and retry_safe and attempt == 0):
-                    return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr})")
+                    how = "a kept-alive connection" if reused else "a new connection"
+                    return None, Resp(error=f"{type(e).__name__}: {e} (via {conn.addr}, {how})")
                 with self.lock:
                     self.sent_again.append(f"{method} via {conn.addr}: {type(e).__name__}")
                 conn = None

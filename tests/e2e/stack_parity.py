@@ -16,7 +16,9 @@ SAME = ["image", "user", "entrypoint", "command", "environment", "secrets", "con
 ONLY_LIVE_SERVICES = {"migrate",        # Swarm: MIGRATE_ON_START under sqlx's advisory lock instead
                       "edge-ports"}     # Swarm has no shared network namespace (network_mode: service:...); in
                                         # live.yml the edge's ports and networks are edge-ports'
-ENV_DIFFERENCES = {"MIGRATE_ON_START"}  # "false" in env/live.env (the migrate service runs), "true" in the stack
+ENV_DIFFERENCES = {"MIGRATE_ON_START",  # "false" in env/live.env (the migrate service runs), "true" in the stack
+                   "DRAIN_SECONDS"}     # the stack's edge drains for the load balancer in front of the nodes; the
+                                        # live edge is replaced on its shared socket (scripts/deploy.sh edge)
 
 
 def config(path):
