@@ -4,8 +4,7 @@ Environment (set by run.sh): E2E_REPO, E2E_DEV_PROJECT, E2E_LIVE_PROJECT, E2E_DE
 HTTPS port), E2E_LIVE_HTTP_PORT (its HTTP port: redirects, ACME challenges), E2E_CA_FILE (the certificate the live
 stack serves, self-signed as the README makes it: the suite's trust anchor), E2E_TAG,
 E2E_TAG_NEXT, E2E_STATIC_DIR (collectstatic output, for manifest.json), E2E_LOG_DIR, SECRETS_DIR, POSTGRES_IMAGE,
-REDIS_IMAGE, E2E_PHASES (run.sh gives the default; "soak" and "swarm", a single-node swarm on the host's own engine,
-are opt-in).
+REDIS_IMAGE, E2E_PHASES (run.sh gives the default; "soak" is opt-in).
 """
 
 import http.client

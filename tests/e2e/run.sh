@@ -19,8 +19,8 @@
 #   NGINX=path           the nginx binary of the httpd stand-in instead of the one .ci/nginx.sh builds
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev watch live backup cluster acme"  which phases to run (the default; add "swarm" for a
-#                        single-node swarm on this engine). `cluster` is compose/stack.yml on three Docker engines
+#   E2E_PHASES="dev watch live backup cluster acme"  which phases to run (the default; add "soak" for
+#                        bench/soak.sh's flips). `cluster` is compose/stack.yml on three Docker engines
 #                        this run starts in network namespaces (tests/e2e/cluster.py), with a registry (Debian's
 #                        docker-registry and skopeo) between them: it needs root, iproute2 and iptables.
 #   E2E_DEV_PORT / E2E_LIVE_PORT / E2E_LIVE_HTTP_PORT   host ports (default 8000 / 8443 (HTTPS) / 8001, or a free
@@ -140,18 +140,6 @@ cleanup() {
     fi
     compose_down "$E2E_DEV_PROJECT" compose/dev.yml
     compose_down "$E2E_LIVE_PROJECT" compose/live.yml
-    # The swarm phase removes its stack and leaves the swarm itself; if it was stopped first, its mark says so.
-    local mark="$E2E_LOG_DIR/swarm-initialised"
-    if [ -f "$mark" ]; then
-        local stack; stack=$(cat "$mark")
-        docker stack rm "$stack" >/dev/null 2>&1
-        for _ in $(seq 1 120); do
-            [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break; sleep 1
-        done
-        for _ in 1 2 3; do timeout 120 docker swarm leave --force >/dev/null 2>&1 && break; done
-        ids=$(docker volume ls -q --filter "label=com.docker.stack.namespace=$stack"); [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
-        rm -f "$mark"
-    fi
     # The cluster phase removes its namespaces, engines and registry itself, also on failure and Ctrl-C; a cluster
     # whose owner process has ended (killed before it could) is removed here.
     if grep -qw cluster <<<"$E2E_PHASES"; then
@@ -164,7 +152,7 @@ cleanup() {
         ids=$(docker network ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
         ids=$(docker volume ls -q --filter "label=com.docker.compose.project=$p"); [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1
     done
-    # Every tag of this run: TAG, TAG-next (the N+1 stand-in), TAG-unhealthy (the swarm phase's bad release).
+    # Every tag of this run: TAG, TAG-next (the N+1 stand-in), TAG-unhealthy (the cluster phase's bad release).
     ours() { docker images --format '{{.Repository}}:{{.Tag}}' | grep -F -- ":$E2E_TAG" || true; }
     ids=$(ours); [ -z "$ids" ] || docker image rm -f $ids >/dev/null 2>&1
     bash "$here/standins.sh" remove >/dev/null 2>&1
@@ -218,7 +206,7 @@ step_time stand-ins
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
 # must keep serving through, and that N's `migrate` must leave alone on rollback) and a changed stylesheet. Only the
 # app crate compiles.
-if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|swarm|cluster' <<<"$E2E_PHASES"; then
+if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|cluster' <<<"$E2E_PHASES"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
     next_src="$work/next-src"

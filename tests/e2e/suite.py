@@ -4,7 +4,7 @@
 Run through tests/e2e/run.sh, which builds the app and the stand-in images, sets the variables harness.py reads,
 and removes everything afterwards. Prints one PASS/FAIL line per check and ends with `N passed, M failed`.
 Each phase is a module of its own: phase_dev.py, phase_live.py (with faults.py and deploy.py), phase_backup.py,
-phase_cluster.py (three engines: cluster.py), phase_swarm.py (opt-in: a single-node swarm on the host's engine), phase_watch.py,
+phase_cluster.py (three engines: cluster.py), phase_watch.py,
 phase_acme.py, phase_soak.py (opt-in: E2E_PHASES="soak", bench/soak.sh); image_contract.py and
 stack_parity.py run first.
 """
@@ -20,12 +20,11 @@ from phase_cluster import phase_cluster
 from phase_dev import phase_dev
 from phase_live import phase_live
 from phase_soak import phase_soak
-from phase_swarm import phase_swarm
 from phase_watch import phase_watch
 from stack_parity import check_stack_parity
 
 PHASE_RUNNERS = {"dev": phase_dev, "watch": phase_watch, "live": phase_live, "backup": phase_backup,
-                 "swarm": phase_swarm, "cluster": phase_cluster, "acme": phase_acme, "soak": phase_soak}
+                 "cluster": phase_cluster, "acme": phase_acme, "soak": phase_soak}
 
 
 def main():

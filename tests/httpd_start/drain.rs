@@ -6,41 +6,22 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::{Launcher, eventually, free_port, nginx, path};
+use crate::support::{Launcher, eventually, free_port, nginx, path, write_config};
 
 const DRAIN: Duration = Duration::from_secs(3);
 
 /// Plain HTTP with the health location of nginx/edge.conf, everything nginx writes kept in `dir`.
 fn health_config(dir: &Path, port: u16) -> PathBuf {
-    let d = path(dir);
-    let config = dir.join("drain-test.conf");
-    let text = format!(
-        "daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {d}/client-body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
+    let server = format!(
+        "        listen 127.0.0.1:{port};
         location = /edge-health {{
             default_type text/plain;
             if (-f /nowhere) {{ return 503; }}   # SUBST:drain-health
             return 200 \"ok\\n\";
         }}
-        location / {{ return 200 \"served\\n\"; }}
-    }}
-}}
-"
+        location / {{ return 200 \"served\\n\"; }}"
     );
-    std::fs::write(&config, text).expect("write config");
-    config
+    write_config(dir, "drain-test.conf", &server)
 }
 
 /// The whole answer to `GET path` on a new connection, or `None` when nothing answers.

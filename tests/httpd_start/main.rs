@@ -16,38 +16,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::{
-    Connection, Launcher, POLL, eventually, free_port, nginx, path, self_signed, served_certificate,
+    Connection, Launcher, POLL, eventually, free_port, nginx, path, self_signed,
+    served_certificate, write_config,
 };
 
 /// A minimal HTTPS server config with httpd-start's TLS markers, everything nginx writes kept in `dir`.
 fn tls_config(dir: &Path, port: u16) -> PathBuf {
-    let d = path(dir);
-    let config = dir.join("edge-test.conf");
-    let text = format!(
-        "daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {d}/client-body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port} ssl;
+    let server = format!(
+        "        listen 127.0.0.1:{port} ssl;
         server_name localhost;                  # SUBST:hosts
         ssl_certificate /nowhere/cert.pem;      # SUBST:tls-certificate
         ssl_certificate_key /nowhere/key.pem;   # SUBST:tls-key
-        location / {{ return 200 \"served\\n\"; }}
-    }}
-}}
-"
+        location / {{ return 200 \"served\\n\"; }}"
     );
-    std::fs::write(&config, text).expect("write config");
-    config
+    write_config(dir, "edge-test.conf", &server)
 }
 
 /// Replaces the pair the way an ACME client does: each file by an atomic rename, the key first.

@@ -108,6 +108,34 @@ pub fn pem(text: &str) -> Option<String> {
     Some(text[start..end].split_whitespace().collect())
 }
 
+/// Writes `dir/name`: an nginx config that keeps everything nginx writes in `dir` and serves `server` (one
+/// `server { … }` block, given without its braces).
+pub fn write_config(dir: &Path, name: &str, server: &str) -> PathBuf {
+    let d = path(dir);
+    let config = dir.join(name);
+    let text = format!(
+        "daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {d}/client-body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    access_log off;
+    server {{
+{server}
+    }}
+}}
+"
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
