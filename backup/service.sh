@@ -17,19 +17,31 @@
 #   service.sh swap DATABASE    rename DATABASE to PGDATABASE, keeping the old one as PGDATABASE_before_restore
 #
 # Environment: PGHOST/PGPORT/PGUSER/PGDATABASE or the stack's POSTGRES_HOST/PORT/USER/DB, PGPASSWORD or
-# POSTGRES_PASSWORD_FILE; BACKUP_ROOT (default /var/lib/postgresql, the service's volume); APP_VERSION (part of
-# the file name); BACKUP_SCHEDULE (`daily` (default), `hourly` or seconds); BACKUP_MAX_AGE (seconds, default
-# 1.5 x the schedule); BACKUP_KEEP (`<D>d<W>w`, default 7d4w: the newest backup of each of the last D UTC days
-# and of each of the last W ISO weeks, and always the newest one).
+# POSTGRES_PASSWORD_FILE (and POSTGRES_PASSWORD_PREVIOUS_FILE in a rotation); BACKUP_ROOT (default the volume,
+# /var/lib/postgresql); APP_VERSION (in the file name); BACKUP_SCHEDULE (`daily` (default), `hourly` or seconds);
+# BACKUP_MAX_AGE (seconds, default 1.5 x the schedule); BACKUP_KEEP (`<D>d<W>w`, default 7d4w: the newest backup
+# of each of the last D UTC days and of each of the last W ISO weeks, and always the newest one).
 set -eu
 
 : "${PGHOST:=${POSTGRES_HOST:-localhost}}" "${PGPORT:=${POSTGRES_PORT:-5432}}"
 : "${PGUSER:=${POSTGRES_USER:-postgres}}" "${PGDATABASE:=${POSTGRES_DB:-$PGUSER}}"
 export PGHOST PGPORT PGUSER PGDATABASE
-if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
-    PGPASSWORD=$(cat "$POSTGRES_PASSWORD_FILE") || { echo "backup: ERROR: cannot read POSTGRES_PASSWORD_FILE" >&2; exit 1; }
+password_from() { # FILE VARIABLE: PGPASSWORD from FILE (VARIABLE names it in the error)
+    PGPASSWORD=$(cat "$1") || { echo "backup: ERROR: cannot read $2" >&2; exit 1; }
     export PGPASSWORD
+}
+from_files=""
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    password_from "$POSTGRES_PASSWORD_FILE" POSTGRES_PASSWORD_FILE
+    from_files=1
 fi
+# Before each use of PostgreSQL: during a password rotation (POSTGRES_PASSWORD_PREVIOUS_FILE, set by
+# scripts/swarm.sh rotate-db-password), the password of the two that PostgreSQL takes now.
+login() {
+    [ -n "$from_files" ] && [ -n "${POSTGRES_PASSWORD_PREVIOUS_FILE:-}" ] || return 0
+    password_from "$POSTGRES_PASSWORD_FILE" POSTGRES_PASSWORD_FILE
+    psql -X -q -At -c 'SELECT 1' >/dev/null 2>&1 || password_from "$POSTGRES_PASSWORD_PREVIOUS_FILE" POSTGRES_PASSWORD_PREVIOUS_FILE
+}
 BACKUP_ROOT=${BACKUP_ROOT:-/var/lib/postgresql}
 APP_VERSION=${APP_VERSION:-unknown}
 LOCK=${TMPDIR:-/tmp}/backup.lock
@@ -153,6 +165,7 @@ verify_file() {
 
 backup_now() {
     tmp="" locked=""
+    login
     mkdir "$LOCK" 2>/dev/null || die "another backup is running ($LOCK exists)"
     locked=1
     mkdir -p "$BACKUP_ROOT"
@@ -259,6 +272,7 @@ EOF
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
+case $cmd in restore-into | counts | drop | swap) login ;; esac
 case $cmd in
     loop) loop ;;
     now) backup_now ;;

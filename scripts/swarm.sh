@@ -15,15 +15,18 @@
 #   replica fails rolls that service back by itself.
 # rollback: the same for the version deployed before the current one (recorded by deploy).
 # rotate-db-password: a new password (openssl rand -hex 32) becomes the Swarm secret STACK_postgres_password_<time>
-#   (secrets are immutable: a rotation is a new name); PostgreSQL's role gets it (ALTER ROLE, by a one-off service on
-#   the backend network with the old and the new secret mounted); then app, tasks and backup are updated to mount
-#   the new secret as /run/secrets/postgres_password, one replica at a time, the new one healthy before an old one
-#   stops. Connections the old replicas have open stay valid (PostgreSQL checks a password when a connection is
-#   made), so they serve until they are replaced. The new password then replaces SECRETS_DIR/postgres_password and
-#   POSTGRES_PASSWORD_SECRET is recorded, so later deploys use the new secret. The db service keeps the secret it
-#   was created with: PostgreSQL reads it only to initialise an empty data volume, and updating db restarts it;
-#   the next `deploy` moves it to the new name (a restart of PostgreSQL: a few seconds of 503s on routes that
-#   need the database). The old secret can be removed once nothing mounts it (`docker secret rm`).
+#   (secrets are immutable: a rotation is a new name). First app, tasks and backup are updated, one replica at a
+#   time, the new one healthy before an old one stops: the new secret as /run/secrets/postgres_password and the
+#   old one as /run/secrets/postgres_password_previous (POSTGRES_PASSWORD_PREVIOUS_FILE). Their processes log in
+#   with whichever of the two PostgreSQL takes, and switch when it refuses the one they use. Then PostgreSQL's role
+#   gets the new password (ALTER ROLE, by a one-off service on the backend network with both secrets mounted).
+#   Connections open stay valid (a password is checked when a connection is made), and every connection opened
+#   after that uses the new password: no request fails. The new password then replaces
+#   SECRETS_DIR/postgres_password and POSTGRES_PASSWORD_SECRET is recorded; the next deploy drops the previous
+#   one. The db service keeps the secret it was created with: PostgreSQL reads it only to initialise an empty data
+#   volume, and updating db restarts it; the next `deploy` moves it to the new name (a restart of PostgreSQL: a
+#   few seconds of 503s on routes that need the database). The old secret can be removed once nothing mounts it
+#   (`docker secret rm`).
 #
 # Settings (environment; each one set is recorded in SWARM_ENV_FILE by deploy, and read back by every command, so
 # the next command needs none of them again): the variables of compose/stack.yml (REGISTRY, POSTGRES_IMAGE,
@@ -143,26 +146,60 @@ deploy() { # VERSION
     say "every service of $stack runs $version ($(($(date +%s) - t)) s)${PREVIOUS_VERSION:+; rollback goes to $PREVIOUS_VERSION}"
 }
 
-# The secret mounted as /run/secrets/postgres_password by a service.
-secret_of() {
+# The secret a service mounts as /run/secrets/NAME (postgres_password by default).
+secret_of() { # SERVICE [NAME]
     docker service inspect --format \
-        '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{if eq .File.Name "postgres_password"}}{{.SecretName}}{{end}}{{end}}' "$1"
+        "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{if eq .File.Name \"${2:-postgres_password}\"}}{{.SecretName}}{{end}}{{end}}" "$1"
+}
+
+# The services that log in to PostgreSQL with the secret NAME (every one but db).
+db_clients() { # NAME
+    local svc
+    for svc in $(services); do
+        if [ "$svc" != "${stack}_db" ] && [ "$(secret_of "$svc")" = "$1" ]; then echo "$svc"; fi
+    done
+}
+
+# A rotation that did not reach PostgreSQL: every client updated to the new secret goes back to its spec before
+# (`docker service rollback`: the old secret only), and the new secret goes. Nothing has changed then.
+undo_rotation() { # REASON (uses rotate's clients, new_name and pw_file)
+    local svc
+    for svc in $clients; do
+        [ "$(secret_of "$svc")" = "$new_name" ] || continue
+        docker service rollback --quiet --detach=false "$svc" >/dev/null || say "$svc: rollback failed"
+    done
+    docker secret rm "$new_name" >/dev/null 2>&1 || say "the new secret $new_name is still there (docker secret rm it)"
+    rm -f "$pw_file"
+    die "$1: every service is back on the old secret; run the same command again"
 }
 
 rotate() {
-    local new_name old_name image net oneoff state t pw_file svc sql pids=() rc=0
+    local new_name old_name stale image net oneoff state t pw_file svc sql pids=() rc=0 clients
     docker service inspect "${stack}_app" >/dev/null 2>&1 || die "no service ${stack}_app: deploy the stack first"
     command -v openssl >/dev/null || die "openssl is needed to make the new password"
     [ -d "$SECRETS_DIR" ] || die "SECRETS_DIR=$SECRETS_DIR is not a directory"
     old_name=$(secret_of "${stack}_app")
     [ -n "$old_name" ] || die "${stack}_app mounts no postgres_password secret"
+    clients=$(db_clients "$old_name")
     new_name="${stack}_postgres_password_$(date -u +%Y%m%d%H%M%S)"
     t=$(date +%s)
     pw_file="$SECRETS_DIR/postgres_password.next"
     (umask 022; openssl rand -hex 32 >"$pw_file")
     docker secret create "$new_name" "$pw_file" >/dev/null || die "docker secret create $new_name failed"
-    # The role's password, set by a one-off task next to the database: psql reads the new one from its secret file
-    # (never a command line); it logs in with the old one, or the new one when a run stopped halfway set it already.
+    # 1. Every client mounts both passwords, the new one first (app, tasks and backup at once, each one replica at a
+    # time, start-first); the previous password of an earlier rotation goes.
+    for svc in $clients; do
+        stale=$(secret_of "$svc" postgres_password_previous)
+        docker service update --quiet --detach=false ${stale:+--secret-rm "$stale"} --secret-rm "$old_name" \
+            --secret-add "source=$new_name,target=postgres_password" \
+            --secret-add "source=$old_name,target=postgres_password_previous" \
+            --env-add POSTGRES_PASSWORD_PREVIOUS_FILE=/run/secrets/postgres_password_previous "$svc" >/dev/null &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    [ "$rc" = 0 ] || undo_rotation "not every service took the new secret"
+    # 2. The role's password, set by a one-off task next to the database: psql reads the new one from its secret
+    # file (never a command line); it logs in with the old one, or the new one when a run stopped halfway set it.
     image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${stack}_db")
     net="${stack}_backend"
     oneoff="${stack}_rotate-$(date -u +%H%M%S)"
@@ -190,28 +227,20 @@ EOF
         case "$state" in Complete* | Failed* | Rejected*) break ;; esac
         sleep 1
     done
-    if [ "${state%% *}" != Complete ]; then
-        say "setting the password failed ($state): $(docker service logs --raw "$oneoff" 2>&1 | tail -n 5)"
-        docker service rm "$oneoff" >/dev/null 2>&1
-        docker secret rm "$new_name" >/dev/null 2>&1
-        rm -f "$pw_file"
-        die "nothing changed"
-    fi
+    case "$state" in
+        Complete*) ;;
+        Failed* | Rejected*)
+            say "setting the password failed ($state): $(docker service logs --raw "$oneoff" 2>&1 | tail -n 5)"
+            docker service rm "$oneoff" >/dev/null 2>&1
+            undo_rotation "PostgreSQL kept the old password" ;;
+        *)
+            docker service rm "$oneoff" >/dev/null 2>&1
+            die "the one-off that sets the password did not finish in 120 s ($state): PostgreSQL has the old or the new password, and the services hold both (they work with either); find out with docker service logs, then run the command again" ;;
+    esac
     docker service rm "$oneoff" >/dev/null
-    # Every service mounting the old secret but db: app and tasks roll one replica at a time (start-first), all three
-    # at once.
-    for svc in $(services); do
-        [ "$svc" != "${stack}_db" ] || continue
-        [ "$(secret_of "$svc")" = "$old_name" ] || continue
-        docker service update --quiet --detach=false --secret-rm "$old_name" \
-            --secret-add "source=$new_name,target=postgres_password" "$svc" >/dev/null &
-        pids+=($!)
-    done
-    for p in "${pids[@]}"; do wait "$p" || rc=1; done
     mv "$pw_file" "$SECRETS_DIR/postgres_password"
     export POSTGRES_PASSWORD_SECRET=$new_name
     record
-    [ "$rc" = 0 ] || die "PostgreSQL has the new password but not every service was updated: run the same command again"
     say "PostgreSQL password replaced: secret $new_name ($(($(date +%s) - t)) s); db keeps $old_name until the next deploy"
 }
 

@@ -7,6 +7,7 @@ use secrecy::ExposeSecret;
 use sqlx::{Connection, PgConnection};
 
 use crate::config::Settings;
+use crate::db;
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
@@ -59,12 +60,23 @@ pub async fn wait_for_dependencies(settings: &Settings) -> Result<(), WaitError>
 }
 
 async fn check_postgres(settings: &Settings) -> Result<(), String> {
-    let options = settings.pg_connect_options();
-    let target = format!("{}:{}", options.get_host(), options.get_port());
+    let logins = settings.pg_logins();
+    let target = format!("{}:{}", logins[0].get_host(), logins[0].get_port());
+    // Each password in turn while PostgreSQL refuses it: during a rotation (`POSTGRES_PASSWORD_PREVIOUS`), either
+    // one may be the one in force.
     let attempt = async {
-        let mut conn = PgConnection::connect_with(&options).await?;
-        sqlx::query("SELECT 1").execute(&mut conn).await?;
-        conn.close().await
+        let mut refused = None;
+        for options in &logins {
+            match PgConnection::connect_with(options).await {
+                Ok(mut conn) => {
+                    sqlx::query("SELECT 1").execute(&mut conn).await?;
+                    return conn.close().await;
+                }
+                Err(err) if db::is_invalid_password(&err) => refused = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(refused.unwrap_or(sqlx::Error::PoolClosed))
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
         Ok(Ok(())) => Ok(()),

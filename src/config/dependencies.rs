@@ -12,6 +12,9 @@ use super::env::Env;
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: SecretString,
+    /// `POSTGRES_PASSWORD_PREVIOUS`: the password before a rotation, tried when PostgreSQL refuses the one in `url`
+    /// (`db::Db`).
+    pub previous_password: Option<SecretString>,
     pub pool_size: u32,
     pub acquire_timeout: Duration,
 }
@@ -27,6 +30,7 @@ pub(super) fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
         .unwrap_or_else(|| "postgres".into());
     let db = env.string("POSTGRES_DB").unwrap_or_else(|| user.clone());
     let password = env.secret("POSTGRES_PASSWORD");
+    let previous_password = env.secret("POSTGRES_PASSWORD_PREVIOUS");
     let url = match explicit_url {
         Some(url) => {
             if PgConnectOptions::from_str(url.expose_secret()).is_err() {
@@ -62,6 +66,7 @@ pub(super) fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
     };
     DatabaseSettings {
         url,
+        previous_password,
         pool_size,
         acquire_timeout,
     }

@@ -162,6 +162,18 @@ impl Settings {
         PgConnectOptions::from_str(self.database.url.expose_secret())
             .unwrap_or_else(|_| PgConnectOptions::new())
     }
+
+    /// The connect options of each password to try, in order: `POSTGRES_PASSWORD` (or `DATABASE_URL`'s), then
+    /// `POSTGRES_PASSWORD_PREVIOUS` when set. Never empty.
+    pub fn pg_logins(&self) -> Vec<PgConnectOptions> {
+        let current = self.pg_connect_options();
+        let previous = self
+            .database
+            .previous_password
+            .as_ref()
+            .map(|password| current.clone().password(password.expose_secret()));
+        std::iter::once(current).chain(previous).collect()
+    }
 }
 
 fn log_format(env: &mut Env<'_>, debug: bool) -> LogFormat {

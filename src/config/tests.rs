@@ -75,6 +75,7 @@ fn secrets_never_appear_in_debug_or_problems() {
         ("POSTGRES_PASSWORD", "hunter2-pg"),
         ("SECRET_KEY", GOOD_KEY),
         ("REDIS_PASSWORD", "hunter2-redis"),
+        ("POSTGRES_PASSWORD_PREVIOUS", "hunter2-previous"),
     ])
     .unwrap();
     let debug = format!("{s:?}");
@@ -131,4 +132,28 @@ fn redis_password_is_put_into_the_url() {
         s.redis_url.expose_secret(),
         "redis://:p%40ss%20word@redis:6379/0"
     );
+}
+
+#[test]
+fn the_previous_password_is_a_second_login_to_the_same_database() {
+    let one = settings(&[("POSTGRES_PASSWORD", "now"), ("SECRET_KEY", GOOD_KEY)]).unwrap();
+    assert_eq!(one.pg_logins().len(), 1);
+    for url_or_parts in [
+        &[
+            ("POSTGRES_PASSWORD", "now"),
+            ("POSTGRES_HOST", "pg.internal"),
+        ][..],
+        &[("DATABASE_URL", "postgres://u:now@pg.internal:5432/d")][..],
+    ] {
+        let mut vars = vec![
+            ("POSTGRES_PASSWORD_PREVIOUS", "before"),
+            ("SECRET_KEY", GOOD_KEY),
+        ];
+        vars.extend_from_slice(url_or_parts);
+        let logins = settings(&vars).unwrap().pg_logins();
+        assert_eq!(logins.len(), 2);
+        assert_eq!(logins[1].get_host(), "pg.internal");
+        assert_eq!(logins[0].get_username(), logins[1].get_username());
+        assert_eq!(logins[0].get_database(), logins[1].get_database());
+    }
 }

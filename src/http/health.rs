@@ -5,11 +5,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
 use super::deadline::within;
 use super::state::AppState;
-use crate::db;
+use crate::db::{self, Db};
 
 /// Always the same bytes: liveness only says the process answers.
 pub async fn healthz() -> impl IntoResponse {
@@ -20,9 +19,9 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// When the newest backup recorded by the backup service (backup/service.sh) finished, in seconds since the epoch (`None`: none yet).
-pub async fn last_backup_success(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+pub async fn last_backup_success(db: &Db) -> Result<Option<f64>, sqlx::Error> {
     sqlx::query_scalar("SELECT extract(epoch FROM max(finished_at))::float8 FROM backup_runs")
-        .fetch_one(pool)
+        .fetch_one(&mut *db.acquire().await?)
         .await
 }
 
@@ -30,9 +29,9 @@ pub async fn last_backup_success(pool: &PgPool) -> Result<Option<f64>, sqlx::Err
 /// `backup` is a detail, not a readiness condition: an old backup is the backup service's healthcheck's concern.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let (migrations, redis, backup) = tokio::join!(
-        within(db::migration_state(&state.pool)),
+        within(db::migration_state(&state.db)),
         within(state.queue.ping()),
-        within(last_backup_success(&state.pool)),
+        within(last_backup_success(&state.db)),
     );
     let backup = match backup {
         Ok(Some(at)) => {

@@ -90,7 +90,7 @@ fn check<T>(
 pub async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let data = state
         .page_snapshot
-        .get(&state.pool, &state.store, &state.queue)
+        .get(&state.db, &state.store, &state.queue)
         .await;
     let (version, migrations) = match (&data.recent, &data.postgres) {
         (Err(e), _) => (Err(e.clone()), Err("unknown".to_string())),

@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
-
 use super::deadline::{Unanswered, within};
-use crate::db::{self, DbFacts};
+use crate::db::{self, Db, DbFacts};
 use crate::tasks::records::TaskSummary;
 use crate::tasks::{Queue, TaskStore};
 
@@ -66,7 +64,7 @@ impl PageSnapshot {
     }
 
     /// The current snapshot, fetched first when it is older than [`MAX_AGE`] or invalidated.
-    pub async fn get(&self, pool: &PgPool, store: &TaskStore, queue: &Queue) -> Arc<PageData> {
+    pub async fn get(&self, db: &Db, store: &TaskStore, queue: &Queue) -> Arc<PageData> {
         if let Some(data) = self.fresh() {
             return data;
         }
@@ -74,18 +72,17 @@ impl PageSnapshot {
         if let Some(data) = self.fresh() {
             return data;
         }
-        let data =
-            Arc::new(fetch(pool, store, queue, self.generation.load(Ordering::Acquire)).await);
+        let data = Arc::new(fetch(db, store, queue, self.generation.load(Ordering::Acquire)).await);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(data.clone());
         data
     }
 }
 
 /// Every store asked concurrently, each with a deadline, so a hung one shows as down instead of hanging the page.
-async fn fetch(pool: &PgPool, store: &TaskStore, queue: &Queue, generation: u64) -> PageData {
+async fn fetch(db: &Db, store: &TaskStore, queue: &Queue, generation: u64) -> PageData {
     let taken = Instant::now();
     let (postgres, recent, redis) = tokio::join!(
-        within(db::facts(pool)),
+        within(db::facts(db)),
         within(store.recent_summaries(RECENT_TASKS)),
         within(queue.status()),
     );

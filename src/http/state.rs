@@ -3,14 +3,13 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use sqlx::PgPool;
-
 use super::csrf::Csrf;
 use super::finished_tasks::FinishedTasks;
 use super::page_snapshot::PageSnapshot;
 use super::templates::Templates;
 use crate::assets::Assets;
 use crate::config::Settings;
+use crate::db::Db;
 use crate::tasks::{
     Backlog, EnqueueBatches, EnqueueError, Idempotency, Queue, Queued, TaskSpec, TaskStore,
 };
@@ -22,7 +21,7 @@ pub struct AppState(Arc<AppStateInner>);
 
 pub struct AppStateInner {
     pub settings: Arc<Settings>,
-    pub pool: PgPool,
+    pub db: Db,
     pub store: TaskStore,
     pub queue: Queue,
     /// New tasks, written in batches (`tasks/batches/`).
@@ -47,17 +46,17 @@ impl Deref for AppState {
 
 impl AppState {
     /// Call on the runtime that serves: it starts the writer of new tasks.
-    pub fn new(settings: Settings, pool: PgPool, queue: Queue) -> Self {
+    pub fn new(settings: Settings, db: Db, queue: Queue) -> Self {
         let csrf = Csrf::new(settings.secret_key.clone());
         let template_dir = settings.template_dir.as_deref().filter(|_| settings.debug);
         let templates = Templates::new(template_dir);
-        let backlog = Backlog::new(settings.tasks.max_backlog, pool.clone());
-        let store = TaskStore::new(pool.clone());
+        let backlog = Backlog::new(settings.tasks.max_backlog, db.clone());
+        let store = TaskStore::new(db.clone());
         let enqueues = EnqueueBatches::spawn(store.clone(), queue.clone());
         Self(Arc::new(AppStateInner {
             settings: Arc::new(settings),
             store,
-            pool,
+            db,
             queue,
             enqueues,
             backlog,

@@ -46,12 +46,12 @@ impl Application {
             None => TcpListener::bind(settings.listen_addr).await?,
         };
         let metrics_listener = TcpListener::bind(settings.metrics_addr).await?;
-        let pool = crate::db::pool(&settings);
+        let db = crate::db::pool(&settings);
         let queue =
             Queue::connect(settings.redis_url.expose_secret(), &settings.tasks.name).await?;
         let (shutdown_timeout, shutdown_delay) =
             (settings.shutdown_timeout, settings.shutdown_delay);
-        let state = AppState::new(settings, pool, queue);
+        let state = AppState::new(settings, db, queue);
         Ok(Self {
             listener,
             metrics_listener,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use crate::db::Db;
 
 /// How old the count may get while enqueues keep coming.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(500);
@@ -43,7 +43,7 @@ pub struct Backlog(Option<Arc<View>>);
 
 struct View {
     limit: u64,
-    pool: PgPool,
+    db: Db,
     started: Instant,
     /// Tasks queued through this process, ever.
     queued_here: AtomicU64,
@@ -61,11 +61,11 @@ struct View {
 
 impl Backlog {
     /// `limit` 0: no bound.
-    pub fn new(limit: u64, pool: PgPool) -> Self {
+    pub fn new(limit: u64, db: Db) -> Self {
         Self((limit > 0).then(|| {
             Arc::new(View {
                 limit,
-                pool,
+                db,
                 started: Instant::now(),
                 queued_here: AtomicU64::new(0),
                 offset: AtomicI64::new(0),
@@ -139,7 +139,7 @@ impl View {
             return; // taken while this one waited for the lock
         }
         let before = self.queued_here.load(Ordering::Acquire) as i64;
-        match tokio::time::timeout(COUNT_DEADLINE, count_unfinished(&self.pool, self.limit)).await {
+        match tokio::time::timeout(COUNT_DEADLINE, count_unfinished(&self.db, self.limit)).await {
             Ok(Ok(count)) => self.offset.store(count - before, Ordering::Release),
             // Kept: the last view (enqueues fail on their own while PostgreSQL is down). Logged at most once per
             // REFRESH_EVERY, and only while enqueues come.
@@ -152,7 +152,7 @@ impl View {
 
 /// Unfinished tasks, counted up to `limit` only: the partial index `tasks_unfinished_idx` is read for at most
 /// `limit` rows, however long the backlog.
-async fn count_unfinished(pool: &PgPool, limit: u64) -> Result<i64, sqlx::Error> {
+async fn count_unfinished(db: &Db, limit: u64) -> Result<i64, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM (
@@ -160,6 +160,6 @@ async fn count_unfinished(pool: &PgPool, limit: u64) -> Result<i64, sqlx::Error>
            ) AS unfinished"#,
         limit
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *db.acquire().await?)
     .await
 }

@@ -48,7 +48,7 @@ fn pg_client_dir() -> PathBuf {
 }
 
 /// backup/service.sh with the PG* variables of `database_url` and backups in `root`.
-fn script(database_url: &str, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn script(database_url: &str, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let url = url::Url::parse(database_url).expect("database URL parses");
     let path = format!(
         "{}:{}",

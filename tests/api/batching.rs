@@ -250,7 +250,7 @@ async fn one_refused_row_does_not_fail_the_rest_of_its_batch() {
             idempotency: None,
         })
         .collect();
-    let store = TaskStore::new(app.pool.clone());
+    let store = TaskStore::new(app.pool.clone().into());
     let queue = queue_of(&app.config).await;
     let written = Lifecycle::new(&store, &queue).enqueue_many(&tasks).await;
     for (i, result) in written.results.iter().enumerate() {

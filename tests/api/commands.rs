@@ -216,7 +216,11 @@ async fn migrate_applies_the_migrations_to_an_empty_database() {
         .await
         .unwrap();
     assert!(
-        app::db::migration_state(&pool).await.unwrap().pending > 0,
+        app::db::migration_state(&pool.clone().into())
+            .await
+            .unwrap()
+            .pending
+            > 0,
         "starts empty"
     );
 

@@ -62,7 +62,7 @@ pub async fn create_database(admin_url: &str, migrated: bool) -> String {
                     let pool = PgPool::connect(&database_url(admin_url, TEMPLATE_DB))
                         .await
                         .expect("connect template");
-                    app::db::migrate(&pool, app::db::NewerMigrations::Refuse)
+                    app::db::migrate(&pool.clone().into(), app::db::NewerMigrations::Refuse)
                         .await
                         .expect("migrate template");
                     pool.close().await;
@@ -84,7 +84,7 @@ pub async fn create_database(admin_url: &str, migrated: bool) -> String {
     let url = database_url(admin_url, &name);
     if migrated {
         let pool = PgPool::connect(&url).await.expect("connect");
-        app::db::migrate(&pool, app::db::NewerMigrations::Refuse)
+        app::db::migrate(&pool.clone().into(), app::db::NewerMigrations::Refuse)
             .await
             .expect("migrate");
         pool.close().await;

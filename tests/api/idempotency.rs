@@ -140,7 +140,7 @@ async fn expired_keys_are_purged_and_then_name_nothing() {
         .execute(&app.pool)
         .await
         .expect("age the key");
-    let store = app::tasks::TaskStore::new(app.pool.clone());
+    let store = app::tasks::TaskStore::new(app.pool.clone().into());
     let purged = store
         .purge_idempotency_keys(Duration::from_secs(24 * 3600))
         .await

@@ -18,6 +18,7 @@ mod tasks_api;
 mod worker;
 
 mod outage;
+mod password_rotation;
 mod pg_restart;
 mod redis_restart;
 

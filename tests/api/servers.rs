@@ -263,6 +263,13 @@ impl TestPostgres {
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// From the next `pg_reload_conf()`: every role but `postgres` (the admin URL's) logs in with its password
+    /// (SCRAM), as in the official image; initdb's `trust` accepts any password.
+    pub fn require_passwords(&self) {
+        let hba = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(self.dir.join("data").join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+    }
 }
 
 impl Drop for TestPostgres {

@@ -404,20 +404,22 @@ def rotation(ctx):
             p, took = ctx.swarm_script(line)
         time.sleep(1)
     new = {name: secret_of(ctx, name) for name in ("app", "tasks", "backup", "db")}
-    moved = all(new[n] != old[n] and new[n].startswith(f"{STACK}_postgres_password_") for n in ("app", "tasks",
-                                                                                                  "backup"))
-    check(f"cluster: `{line}`: a new secret name for app, tasks and backup (db keeps its own until the next deploy)",
+    previous = {name: secret_of(ctx, name, "postgres_password_previous") for name in ("app", "tasks", "backup")}
+    moved = all(new[n] != old[n] and new[n].startswith(f"{STACK}_postgres_password_") and previous[n] == old[n]
+                for n in ("app", "tasks", "backup"))
+    check(f"cluster: `{line}`: a new secret name for app, tasks and backup, the old one as their previous "
+          "(db keeps its own until the next deploy)",
           p.returncode == 0 and moved and new["db"] == old["db"],
-          f"{took:.1f} s; before {old}, after {new}: {p.stderr.strip()[-600:]}")
+          f"{took:.1f} s; before {old}, after {new}, previous {previous}: {p.stderr.strip()[-600:]}")
     ready = wait_serving(PORT, timeout=30)
     check("cluster: the app replicas started with the new password serve the database routes", ready)
     check_load("PostgreSQL password rotation", load, [f"`{line}` {took:.1f} s"])
 
 
-def secret_of(ctx, name):
+def secret_of(ctx, name, target="postgres_password"):
     p = ctx.docker("service", "inspect", svc(name), "--format",
-                   '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{if eq .File.Name "postgres_password"}}'
-                   '{{.SecretName}}{{end}}{{end}}')
+                   '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{if eq .File.Name "%s"}}'
+                   '{{.SecretName}}{{end}}{{end}}' % target)
     return p.stdout.strip()
 
 
@@ -523,7 +525,14 @@ def phase_cluster():
     except Exception as e:
         check("cluster: phase ran to the end", False, f"{type(e).__name__}: {e}")
     finally:
-        for n in c.nodes:  # the engines' logs, for a failure's post-mortem
+        for name in ("app", "tasks"):  # the services' logs, for a failure's post-mortem
+            try:
+                p = ctx.docker("service", "logs", "--timestamps", svc(name), timeout=60)
+                with open(os.path.join(LOG_DIR, f"cluster-{name}.log"), "w") as f:
+                    f.write(p.stdout + p.stderr)
+            except Exception as e:
+                log(f"cluster: no {name} service logs: {type(e).__name__}: {e}")
+        for n in c.nodes:  # the engines' logs
             if os.path.exists(n.log):
                 shutil.copy(n.log, os.path.join(LOG_DIR, f"cluster-{n.name}-dockerd.log"))
         TARGETS.pop(PORT, None)

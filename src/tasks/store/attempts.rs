@@ -81,7 +81,7 @@ impl TaskStore {
                 r#"SELECT id, state AS "state: TaskState" FROM tasks WHERE id = ANY($1)"#,
                 &missing,
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.db.acquire().await?)
             .await?
             .into_iter()
             .map(|row| (row.id, row.state))
@@ -115,7 +115,7 @@ impl TaskStore {
             worker,
             interval(lease),
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -150,7 +150,7 @@ impl TaskStore {
 
     /// A connection of this store's pool, for a loop that queries back to back.
     pub fn keep_connection(&self) -> KeptConnection {
-        KeptConnection::new(self.pool.clone())
+        KeptConnection::new(self.db.clone())
     }
 
     /// Records a failed attempt: `retrying` due after `retry_in`, or `dead` when `retry_in` is `None`.
@@ -172,7 +172,7 @@ impl TaskStore {
                     error,
                     interval(delay),
                 )
-                .execute(&self.pool)
+                .execute(&mut *self.db.acquire().await?)
                 .await?
             }
             None => {
@@ -184,7 +184,7 @@ impl TaskStore {
                     worker,
                     error,
                 )
-                .execute(&self.pool)
+                .execute(&mut *self.db.acquire().await?)
                 .await?
             }
         };
@@ -200,7 +200,7 @@ impl TaskStore {
             id,
             worker,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -9,16 +9,17 @@ mod attempts;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::postgres::types::PgInterval;
 use uuid::Uuid;
+
+use crate::db::Db;
 
 use super::records::{KeyedTask, NewTask, StaleTask, TaskRecord, TaskState, TaskSummary};
 
 /// Every query on the `tasks` table: new tasks and what readers see here, the worker's attempts in `attempts.rs`.
 #[derive(Clone)]
 pub struct TaskStore {
-    pool: PgPool,
+    db: Db,
 }
 
 fn interval(d: Duration) -> PgInterval {
@@ -30,8 +31,8 @@ fn interval(d: Duration) -> PgInterval {
 }
 
 impl TaskStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Inserts queued tasks in one statement and one commit (see `batches/enqueue.rs`), returning the records of
@@ -80,7 +81,7 @@ impl TaskStore {
             &keys as &[Option<&str>],
             &hashes as &[Option<&[u8]>],
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.acquire().await?)
         .await
     }
 
@@ -95,7 +96,7 @@ impl TaskStore {
                WHERE k.key = ANY($1)"#,
             keys as &[&str],
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.acquire().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -140,7 +141,7 @@ impl TaskStore {
             ids,
             entry_ids,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(())
     }
@@ -155,7 +156,7 @@ impl TaskStore {
              DELETE FROM idempotency_keys WHERE task_id IN (SELECT id FROM gone)",
             ids
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(())
     }
@@ -168,7 +169,7 @@ impl TaskStore {
                FROM tasks WHERE id = $1"#,
             id
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.acquire().await?)
         .await
     }
 
@@ -181,7 +182,7 @@ impl TaskStore {
                FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
             limit
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.acquire().await?)
         .await
     }
 
@@ -193,7 +194,7 @@ impl TaskStore {
                FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
             limit
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.acquire().await?)
         .await
     }
 
@@ -209,7 +210,7 @@ impl TaskStore {
             interval(grace),
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.acquire().await?)
         .await
     }
 
@@ -222,7 +223,7 @@ impl TaskStore {
             id,
             entry_id,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(())
     }
@@ -233,7 +234,7 @@ impl TaskStore {
             "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval",
             interval(age),
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -244,7 +245,7 @@ impl TaskStore {
             "DELETE FROM tasks WHERE state IN ('done', 'dead') AND finished_at < now() - $1::interval",
             interval(age),
         )
-        .execute(&self.pool)
+        .execute(&mut *self.db.acquire().await?)
         .await?;
         Ok(done.rows_affected())
     }
