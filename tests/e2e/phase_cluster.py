@@ -481,6 +481,15 @@ def lost_node(ctx):
                lost_node=node)
 
 
+def save_service_logs(ctx):
+    """app's and tasks' logs so far, for a failure's post-mortem: before a node is lost, whose containers' logs
+    `docker service logs` would wait for."""
+    for name in ("app", "tasks"):
+        p = ctx.docker("service", "logs", "--timestamps", svc(name), timeout=30)
+        with open(os.path.join(LOG_DIR, f"cluster-{name}.log"), "w") as f:
+            f.write(p.stdout + p.stderr)
+
+
 # ---- the phase -------------------------------------------------------------------------------------------------------
 def phase_cluster():
     missing = cl.missing_tools()
@@ -514,6 +523,7 @@ def phase_cluster():
                              ("whole stack", lambda: whole_stack(ctx)),
                              ("drained node", lambda: drained_node(ctx)),
                              ("rotation", lambda: rotation(ctx)),
+                             ("the services' logs", lambda: save_service_logs(ctx)),
                              ("lost node", lambda: lost_node(ctx))):
                 log(f"cluster: {name}")
                 try:
@@ -525,13 +535,6 @@ def phase_cluster():
     except Exception as e:
         check("cluster: phase ran to the end", False, f"{type(e).__name__}: {e}")
     finally:
-        for name in ("app", "tasks"):  # the services' logs, for a failure's post-mortem
-            try:
-                p = ctx.docker("service", "logs", "--timestamps", svc(name), timeout=60)
-                with open(os.path.join(LOG_DIR, f"cluster-{name}.log"), "w") as f:
-                    f.write(p.stdout + p.stderr)
-            except Exception as e:
-                log(f"cluster: no {name} service logs: {type(e).__name__}: {e}")
         for n in c.nodes:  # the engines' logs
             if os.path.exists(n.log):
                 shutil.copy(n.log, os.path.join(LOG_DIR, f"cluster-{n.name}-dockerd.log"))
