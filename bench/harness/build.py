@@ -70,13 +70,32 @@ def ensure_binary(args):
 
 def ensure_hello(args):
     """The reference server (bench/hello.rs, a cargo example behind the `bench` feature), built like the app."""
+    return ensure_example(args, "hello", "hello")
+
+
+def ensure_db_reference(args):
+    """The database route's reference (bench/db_reference.rs: tokio-postgres, a connection per thread)."""
+    return ensure_example(args, "db_reference", "db-reference")
+
+
+def ensure_example(args, name, skip):
+    """A cargo example behind the `bench` feature, built like the app."""
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-    binary = os.path.join(target, "release", "examples", "hello")
+    binary = os.path.join(target, "release", "examples", name)
     if args.no_build or not shutil.which("cargo"):
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing (build it with `cargo build --release --features bench "
-                               "--example hello`, or --skip hello)")
+                               f"--example {name}`, or --skip {skip})")
         return binary
+    log(f"cargo build --release --features bench --example {name} (a reference row; a no-op when up to date)")
+    env = dict(os.environ, SQLX_OFFLINE="true")
+    t = time.monotonic()
+    res = subprocess.run(["cargo", "build", "--release", "--features", "bench", "--example", name], cwd=REPO,
+                         env=env, timeout=3600, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if res.returncode != 0:
+        raise HarnessError(f"cargo build --example {name} failed:\n" + res.stdout[-3000:])
+    log(f"reference server {name} ready ({time.monotonic() - t:.0f} s)")
+    return binary
     log("cargo build --release --features bench --example hello (the reference row; a no-op when up to date)")
     env = dict(os.environ, SQLX_OFFLINE="true")
     t = time.monotonic()

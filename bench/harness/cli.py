@@ -11,9 +11,9 @@ import subprocess
 import tempfile
 import time
 
-from .build import ensure_binary, ensure_hello, standin_image_size
+from .build import ensure_binary, ensure_db_reference, ensure_hello, standin_image_size
 from .common import NGINX, PG_BIN, REPO, HarnessError, Stop, log
-from .processes import Services
+from .processes import Services, http_get
 from .procfs import RssSampler, busy_compilers, loadavg, proc_status
 from .report import fmt_mib, judge, report
 from .stack import Stack, measure_startup
@@ -34,8 +34,10 @@ measures, in this order:
      default and a higher WORKER_CONCURRENCY;
   3. HTTP with wrk (2 threads, 64 connections, a warm-up before every row): a hashed static file through nginx (the
      ratio base, measured first and last), a bare axum "hello" server direct (bench/hello.rs, the reference for
-     /healthz direct), /healthz direct and through nginx, / , GET /api/tasks/{id} and POST /api/tasks through
-     nginx; the app rows with the default RUST_LOG=info and again with RUST_LOG=warn; / again at 256 connections;
+     /healthz direct), the database route's reference direct (bench/db_reference.rs: tokio-postgres, a connection
+     per thread), /healthz and GET /api/tasks?limit=10 direct and through nginx, / , GET /api/tasks/{id} and
+     POST /api/tasks through nginx; the app rows with the default RUST_LOG=info and again with RUST_LOG=warn; / again
+     at 256 connections;
   4. memory (VmRSS idle, VmHWM peak) of serve and tasks, and sizes (release binary, stand-in app image).
 
 Every process it starts is stopped at exit (also on errors, Ctrl-C, SIGTERM and the --max-seconds alarm).
@@ -70,9 +72,10 @@ def main():
     p.add_argument("--db-pool-size", type=int, default=10, help="DB_POOL_SIZE of serve and tasks (default 10)")
     p.add_argument("--startup-runs", type=int, default=5, help="start-up measurements (default 5)")
     p.add_argument("--skip", action="append", default=[],
-                   choices=["startup", "tasks", "http", "warn", "image", "hello", "c256"],
+                   choices=["startup", "tasks", "http", "warn", "image", "hello", "db-reference", "c256"],
                    help="leave out a part (repeatable): startup, tasks, http, warn (the RUST_LOG=warn repeat of "
                         "the app rows), image (the stand-in image size), hello (the bare axum reference row), "
+                        "db-reference (the tokio-postgres reference row), "
                         "c256 (the / row at 256 connections)")
     p.add_argument("--quick", action="store_true", help="3 s rows, 1 s warm-up, 1000 tasks, 3 start-ups")
     p.add_argument("--binary", help="use this app binary instead of building target/release/app")
@@ -114,11 +117,12 @@ def main():
             "commit": git_commit(), "host": platform.node(), "kernel": platform.release(),
             "cpus": os.cpu_count(), "loadavg_start": loadavg(), "compilers_at_start": busy_compilers(),
             "connections": args.connections, "wrk_threads": args.threads, "duration_s": args.duration,
-            "warmup_s": args.warmup}
+            "warmup_s": args.warmup, "db_pool_size": args.db_pool_size}
     log(f"load average at start {meta['loadavg_start']} ({meta['compilers_at_start']} compiler processes running)")
 
     args.binary = ensure_binary(args)
     args.hello = None if "hello" in args.skip or "http" in args.skip else ensure_hello(args)
+    args.db_reference = None if "db-reference" in args.skip or "http" in args.skip else ensure_db_reference(args)
 
     def on_signal(signum, _frame):
         raise Stop(f"stopped by {signal.Signals(signum).name}")
@@ -210,7 +214,9 @@ def benchmark(args, tmp, services, meta):
             ("root_nginx", "/ (status page, stores once a second)", stack.nginx_url("/"), get_script),
             ("get_task_nginx", "GET /api/tasks/{id} (finished: memory)", stack.nginx_url(f"/api/tasks/{task_id}"),
              get_script),
-            # No target: the read path that asks PostgreSQL on every request, for comparison.
+            # The read path that asks PostgreSQL on every request; direct, against the tokio-postgres reference.
+            ("list_tasks_direct", "GET /api/tasks?limit=10 direct",
+             f"http://127.0.0.1:{stack.app_port}/api/tasks?limit=10", get_script),
             ("list_tasks_nginx", "GET /api/tasks?limit=10 (PostgreSQL)", stack.nginx_url("/api/tasks?limit=10"),
              get_script),
             ("post_task_nginx", "POST /api/tasks (wordcount)", stack.nginx_url("/api/tasks"), post_script),
@@ -251,6 +257,20 @@ def benchmark(args, tmp, services, meta):
             r["key"] = "hello_direct"
             http.append(r)
             stack.stop_hello()
+        if args.db_reference:
+            # The same query and JSON bytes as the app's list route, tuned as TechEmpower's fastest entries are.
+            log("http: GET /api/tasks?limit=10 on the tokio-postgres reference (direct)")
+            stack.start_db_reference(args.db_reference)
+            path = "/api/tasks?limit=10"
+            same = http_get(stack.db_reference_port, path)[1] == http_get(stack.app_port, path)[1]
+            meta["db_reference_same_bytes"] = same
+            log(f"http: the reference's answer is {'byte for byte' if same else 'NOT'} the app's")
+            r = http_row(stack, wrk, "GET /api/tasks?limit=10 reference direct",
+                         f"http://127.0.0.1:{stack.db_reference_port}{path}", get_script, "-", args.warmup,
+                         args.duration)
+            r["key"] = "db_reference_direct"
+            http.append(r)
+            stack.stop_db_reference()
         memory["serve_peak"], memory["serve_peak_sampled"] = app_rows("info")
         if "c256" not in args.skip:
             log("http: / at 256 connections (RUST_LOG=info)")

@@ -8,6 +8,8 @@ TARGETS = {
     "healthz_ratio": 0.40,
     "get_task_ratio": 0.20,
     "post_task_ratio": 0.06,
+    "list_direct_of_reference": 0.75,
+    "list_ratio": 0.12,
     "root_ratio": 0.15,
     "root_p99_ms": 50.0,
     "serve_idle_mib": 20.0,
@@ -16,6 +18,10 @@ TARGETS = {
     "startup_ms": 150.0,
     "tasks_per_s": 2000.0,
 }
+
+
+# The process whose CPU the "app µs/req" column shows on a reference row.
+REFERENCE_PROCESS = {"hello_direct": "hello", "db_reference_direct": "db_reference"}
 
 
 def fmt_mib(b):
@@ -45,7 +51,7 @@ def report(results):
         lines.append(hdr)
         lines.append("-" * len(hdr))
         for r in results["http"]:
-            app_cpu = r["cpu_us_per_req"].get("hello" if r.get("key") == "hello_direct" else "serve")
+            app_cpu = r["cpu_us_per_req"].get(REFERENCE_PROCESS.get(r.get("key"), "serve"))
             app_cpu = f"{app_cpu:.0f}" if app_cpu else "-"
             lines.append(f"{r['name']:<38} {r['log']:<5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
                          f"{r['p99_ms']:>8.2f} {r['errors']:>7} {r['ratio']:>6.2f} {app_cpu:>10}")
@@ -128,6 +134,22 @@ def judge(results):
             add(name, r["ratio"] >= TARGETS[target], f"{r['ratio'] * 100:.1f}% ({r['rps']:.0f} req/s)")
         else:
             add(name, None, "not measured")
+    name = "GET /api/tasks?limit=10 direct >= 75% of the reference"
+    d, ref = rows.get(("list_tasks_direct", "info")), rows.get(("db_reference_direct", "-"))
+    if d and ref and ref["rps"]:
+        share = d["rps"] / ref["rps"]
+        same = results["meta"].get("db_reference_same_bytes")
+        add(name, share >= TARGETS["list_direct_of_reference"],
+            f"{share * 100:.0f}% ({d['rps']:.0f} of {ref['rps']:.0f} req/s; pool {results['meta'].get('db_pool_size')}"
+            f", {'same bytes' if same else 'NOT the same bytes'})")
+    else:
+        add(name, None, "not measured")
+    r = rows.get(("list_tasks_nginx", "info"))
+    name = "GET /api/tasks?limit=10 via nginx >= 12% of static"
+    if r:
+        add(name, r["ratio"] >= TARGETS["list_ratio"], f"{r['ratio'] * 100:.1f}% ({r['rps']:.0f} req/s)")
+    else:
+        add(name, None, "not measured")
     add("serve idle RSS <= 20 MiB", m["serve_idle"] <= TARGETS["serve_idle_mib"] * MIB, fmt_mib(m["serve_idle"]))
     if "serve_peak" in m:
         add("serve peak RSS <= 60 MiB", m["serve_peak"] <= TARGETS["serve_peak_mib"] * MIB,

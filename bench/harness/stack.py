@@ -41,7 +41,8 @@ class Stack:
         self.tasks_metrics = free_port()
         self.nginx_port = free_port()
         self.hello_port = free_port()
-        self.serve = self.tasks = self.nginx = self.postgres = self.redis = self.hello = None
+        self.db_reference_port = free_port()
+        self.serve = self.tasks = self.nginx = self.postgres = self.redis = self.hello = self.db_reference = None
         self.serve_log = self.tasks_log = None
         self.profiler = Profiler(args.profile) if args.profile else None
 
@@ -178,6 +179,18 @@ class Stack:
     def stop_hello(self):
         self.svc.stop(self.hello)
         self.hello = None
+
+    def start_db_reference(self, binary):
+        """The database route's reference (bench/db_reference.rs), on the benchmark's PostgreSQL."""
+        dsn = f"host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
+        self.db_reference = self.svc.start("db_reference", [binary, f"127.0.0.1:{self.db_reference_port}", dsn],
+                                           env=self.base_env())
+        wait_for("db_reference", lambda: http_get(self.db_reference_port, "/")[0] == 200, 30, self.db_reference,
+                 os.path.join(self.tmp, "logs", "db_reference.log"))
+
+    def stop_db_reference(self):
+        self.svc.stop(self.db_reference)
+        self.db_reference = None
 
     # -- nginx
     def nginx_conf(self):

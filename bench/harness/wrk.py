@@ -129,6 +129,8 @@ def http_row(stack, wrk, name, url, script, log_level, warmup, seconds):
               "postgres": pg, "nginx": ng, "redis": [stack.redis.pid]}
     if stack.hello:
         groups["hello"] = [stack.hello.pid]
+    if stack.db_reference:
+        groups["db_reference"] = [stack.db_reference.pid]
     before = {k: cpu_seconds(v) for k, v in groups.items()}
     w0 = time.monotonic()
     r = wrk.run(url, seconds, script)
