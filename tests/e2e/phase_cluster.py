@@ -450,6 +450,7 @@ def whole_stack(ctx):
 
 
 def lost_node(ctx):
+    save_service_logs(ctx)  # while every node can still be asked
     node = busiest_worker_node(ctx)
     before = {name: [t["node"] for t in ctx.running(name)] for name in ("app", "tasks", "httpd", "edge")}
     with KeepAliveLoad(PORT, None, rate=RATE) as load:
@@ -482,12 +483,20 @@ def lost_node(ctx):
 
 
 def save_service_logs(ctx):
-    """app's and tasks' logs so far, for a failure's post-mortem: before a node is lost, whose containers' logs
-    `docker service logs` would wait for."""
+    """app's and tasks' logs so far, for a failure's post-mortem: each node's containers of the two services, read from
+    that node's engine (`docker service logs` waited past 30 s for tasks long gone). Before a node is lost; never a
+    check: a log that cannot be read is said in one line."""
     for name in ("app", "tasks"):
-        p = ctx.docker("service", "logs", "--timestamps", svc(name), timeout=30)
         with open(os.path.join(LOG_DIR, f"cluster-{name}.log"), "w") as f:
-            f.write(p.stdout + p.stderr)
+            for n in ctx.c.nodes:
+                try:
+                    ids = n.docker("ps", "-a", "-q", "--filter",
+                                   f"label=com.docker.swarm.service.name={svc(name)}", timeout=20).stdout.split()
+                    for cid in ids:
+                        p = n.docker("logs", "--timestamps", cid, timeout=20)
+                        f.write(f"==== {n.name} {cid}\n{p.stdout}{p.stderr}")
+                except Exception as e:
+                    log(f"cluster: {name}'s logs on {n.name} were not read: {type(e).__name__}: {e}")
 
 
 # ---- the phase -------------------------------------------------------------------------------------------------------
@@ -523,7 +532,6 @@ def phase_cluster():
                              ("whole stack", lambda: whole_stack(ctx)),
                              ("drained node", lambda: drained_node(ctx)),
                              ("rotation", lambda: rotation(ctx)),
-                             ("the services' logs", lambda: save_service_logs(ctx)),
                              ("lost node", lambda: lost_node(ctx))):
                 log(f"cluster: {name}")
                 try:
