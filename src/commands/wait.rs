@@ -65,18 +65,20 @@ async fn check_postgres(settings: &Settings) -> Result<(), String> {
     // Each password in turn while PostgreSQL refuses it: during a rotation (`POSTGRES_PASSWORD_PREVIOUS`), either
     // one may be the one in force.
     let attempt = async {
-        let mut refused = None;
-        for options in &logins {
-            match PgConnection::connect_with(options).await {
-                Ok(mut conn) => {
-                    sqlx::query("SELECT 1").execute(&mut conn).await?;
-                    return conn.close().await;
+        let Some((last, earlier)) = logins.split_last() else {
+            return Err(sqlx::Error::Configuration("no PostgreSQL login".into()));
+        };
+        let mut conn = 'connected: {
+            for options in earlier {
+                match PgConnection::connect_with(options).await {
+                    Err(err) if db::is_invalid_password(&err) => continue,
+                    connected => break 'connected connected?,
                 }
-                Err(err) if db::is_invalid_password(&err) => refused = Some(err),
-                Err(err) => return Err(err),
             }
-        }
-        Err(refused.unwrap_or(sqlx::Error::PoolClosed))
+            PgConnection::connect_with(last).await?
+        };
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        conn.close().await
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
         Ok(Ok(())) => Ok(()),

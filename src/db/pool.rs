@@ -7,6 +7,7 @@
 //! PostgreSQL refuses the one it uses, and tries again at once: no request sees the rotation
 //! (`scripts/swarm.sh rotate-db-password` relies on this).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::pool::PoolConnection;
@@ -29,9 +30,12 @@ pub struct Db {
 /// The connect options of each password the process was given, the current one first.
 struct Logins {
     options: Vec<PgConnectOptions>,
-    /// Which of `options` the pool connects with now. Locked while the pool's options are replaced, so that a
-    /// caller that saw a refusal with login `i` never switches back from a login another caller switched to.
-    in_use: Mutex<usize>,
+    /// Which of `options` the pool connects with now: read (one atomic load) before every acquire, written only
+    /// under `switching`, after the pool's options were replaced.
+    in_use: AtomicUsize,
+    /// Held while the pool's options are replaced, so that a caller that saw a refusal with login `i` never switches
+    /// back from a login another caller switched to.
+    switching: Mutex<()>,
 }
 
 /// A lazy pool: it connects on first use, so a database outage never stops the process, and a request waits at
@@ -59,11 +63,17 @@ impl Db {
             .max_connections(settings.database.pool_size)
             .acquire_timeout(settings.database.acquire_timeout)
             .connect_lazy_with(first);
+        Self::with_logins(pool, logins)
+    }
+
+    /// `pool` connects with `logins[0]`.
+    fn with_logins(pool: PgPool, logins: Vec<PgConnectOptions>) -> Self {
         Self {
             pool,
             logins: Arc::new(Logins {
                 options: logins,
-                in_use: Mutex::new(0),
+                in_use: AtomicUsize::new(0),
+                switching: Mutex::new(()),
             }),
         }
     }
@@ -71,7 +81,7 @@ impl Db {
     /// A connection from the pool. When PostgreSQL refuses the password and the process has another one, the
     /// pool switches to it and the connection is asked for once more.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let tried = self.logins.current();
+        let tried = self.logins.in_use.load(Ordering::Acquire);
         match self.pool.acquire().await {
             Err(err) if is_invalid_password(&err) && self.logins.options.len() > 1 => {
                 self.logins.switch_from(tried, &self.pool);
@@ -91,37 +101,24 @@ impl Db {
 impl From<PgPool> for Db {
     fn from(pool: PgPool) -> Self {
         let options = (*pool.connect_options()).clone();
-        Self {
-            pool,
-            logins: Arc::new(Logins {
-                options: vec![options],
-                in_use: Mutex::new(0),
-            }),
-        }
+        Self::with_logins(pool, vec![options])
     }
 }
 
 impl Logins {
-    fn current(&self) -> usize {
-        *self
-            .in_use
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// After PostgreSQL refused login `tried`: the pool connects with the next login, unless another caller
     /// switched already.
     fn switch_from(&self, tried: usize, pool: &PgPool) {
-        let mut in_use = self
-            .in_use
+        let _switching = self
+            .switching
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *in_use != tried {
+        if self.in_use.load(Ordering::Acquire) != tried {
             return;
         }
         let next = (tried + 1) % self.options.len();
         pool.set_connect_options(self.options[next].clone());
-        *in_use = next;
+        self.in_use.store(next, Ordering::Release);
         tracing::warn!(
             from = login_name(tried),
             to = login_name(next),
