@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
@@ -31,11 +32,11 @@ const RECENT: &str = "SELECT id, kind, payload, state, attempts, max_attempts, r
 struct Task {
     id: Uuid,
     kind: String,
-    payload: Value,
+    payload: Jsonb,
     state: String,
     attempts: i32,
     max_attempts: i32,
-    result: Option<Value>,
+    result: Option<Jsonb>,
     error: Option<String>,
     request_id: Option<String>,
     run_at: DateTime<Utc>,
@@ -43,6 +44,25 @@ struct Task {
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+}
+
+/// A `jsonb` value as PostgreSQL wrote it (its binary format is a version byte, then the text): checked, not
+/// decoded into a tree, as the app passes it through.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Jsonb(Box<RawValue>);
+
+impl<'a> FromSql<'a> for Jsonb {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = raw
+            .strip_prefix(&[1])
+            .ok_or("jsonb: an unknown format version")?;
+        Ok(Self(serde_json::from_slice(text)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
 }
 
 #[derive(Serialize)]

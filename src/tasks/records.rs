@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::idempotency::Idempotency;
@@ -47,16 +48,17 @@ impl TaskState {
     }
 }
 
-/// A task as the API shows it.
+/// A task as the API shows it. `payload` and `result` are PostgreSQL's `jsonb` text as it is (checked, not decoded
+/// into a tree and encoded again): what PostgreSQL stores is JSON already.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
     pub id: Uuid,
     pub kind: String,
-    pub payload: Value,
+    pub payload: Box<RawValue>,
     pub state: TaskState,
     pub attempts: i32,
     pub max_attempts: i32,
-    pub result: Option<Value>,
+    pub result: Option<Box<RawValue>>,
     pub error: Option<String>,
     pub request_id: Option<String>,
     pub run_at: DateTime<Utc>,

@@ -9,6 +9,7 @@ mod attempts;
 use std::time::Duration;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::types::PgInterval;
 use uuid::Uuid;
 
@@ -71,8 +72,9 @@ impl TaskStore {
                INSERT INTO tasks (id, kind, payload, max_attempts, request_id)
                SELECT id, kind, payload, max_attempts, request_id FROM given
                WHERE key IS NULL OR id IN (SELECT task_id FROM claimed)
-               RETURNING id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
-                         result, error, request_id, run_at, created_at, updated_at, started_at, finished_at"#,
+               RETURNING id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState", attempts,
+                         max_attempts, result AS "result: Box<RawValue>", error, request_id, run_at, created_at,
+                         updated_at, started_at, finished_at"#,
             &ids,
             &kinds as &[&str],
             &payloads,
@@ -89,8 +91,8 @@ impl TaskStore {
     pub async fn keyed_tasks(&self, keys: &[&str]) -> Result<Vec<KeyedTask>, sqlx::Error> {
         let rows = sqlx::query!(
             r#"SELECT k.key, k.request_hash,
-                      t.id, t.kind, t.payload, t.state AS "state: TaskState", t.attempts, t.max_attempts,
-                      t.result, t.error, t.request_id, t.run_at, t.created_at, t.updated_at, t.started_at,
+                      t.id, t.kind, t.payload AS "payload: Box<RawValue>", t.state AS "state: TaskState",
+                      t.attempts, t.max_attempts, t.result AS "result: Box<RawValue>", t.error, t.request_id, t.run_at, t.created_at, t.updated_at, t.started_at,
                       t.finished_at
                FROM idempotency_keys k JOIN tasks t ON t.id = k.task_id
                WHERE k.key = ANY($1)"#,
@@ -164,8 +166,9 @@ impl TaskStore {
     pub async fn get(&self, id: Uuid) -> Result<Option<TaskRecord>, sqlx::Error> {
         sqlx::query_as!(
             TaskRecord,
-            r#"SELECT id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
-                      result, error, request_id, run_at, created_at, updated_at, started_at, finished_at
+            r#"SELECT id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState", attempts,
+                      max_attempts, result AS "result: Box<RawValue>", error, request_id, run_at, created_at,
+                      updated_at, started_at, finished_at
                FROM tasks WHERE id = $1"#,
             id
         )
@@ -177,8 +180,9 @@ impl TaskStore {
     pub async fn recent(&self, limit: i64) -> Result<Vec<TaskRecord>, sqlx::Error> {
         sqlx::query_as!(
             TaskRecord,
-            r#"SELECT id, kind, payload, state AS "state: TaskState", attempts, max_attempts,
-                      result, error, request_id, run_at, created_at, updated_at, started_at, finished_at
+            r#"SELECT id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState", attempts,
+                      max_attempts, result AS "result: Box<RawValue>", error, request_id, run_at, created_at,
+                      updated_at, started_at, finished_at
                FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
             limit
         )
