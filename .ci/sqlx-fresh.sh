@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when .sqlx/ (the offline query data committed for builds without a database) is stale: starts a throwaway
-# PostgreSQL on a free loopback port, applies the migrations, and runs `cargo sqlx prepare --check` against it.
+# PostgreSQL on a free loopback port, applies the migrations, and runs `cargo sqlx prepare --workspace --check` against it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,4 +19,4 @@ run_pg "$bin/pg_ctl" -D "$dir/data" -w -l "$dir/log" \
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/sqlx_check"
 cargo sqlx database create
 cargo sqlx migrate run
-env -u SQLX_OFFLINE cargo sqlx prepare --check
+env -u SQLX_OFFLINE cargo sqlx prepare --workspace --check

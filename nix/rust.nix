@@ -18,6 +18,7 @@ let
     ../Cargo.lock
     ../rust-toolchain.toml
     ../src
+    ../core
     (lib.fileset.difference ../tests (lib.fileset.maybeMissing ../tests/e2e))
     ../migrations
     ../.sqlx

@@ -9,7 +9,7 @@
 #   scripts/watch.sh --help
 #
 # The watcher (watchexec --socket) opens the HTTP port itself and keeps it open; each `app serve` adopts it
-# (LISTEN_FDS). A change to src/, migrations/, build.rs, Cargo.toml, Cargo.lock or .sqlx/ runs a step: an
+# (LISTEN_FDS). A change to src/, core/, migrations/, Cargo.toml, Cargo.lock or .sqlx/ runs a step: an
 # incremental debug build for this machine's own target; on a compile error nothing else happens and the running
 # app keeps serving. Otherwise `app migrate` runs first when migrations/ changed, then a new `app serve` starts on
 # the same socket, and once it serves, the old one gets SIGTERM and finishes what it has. The socket is never
@@ -34,7 +34,7 @@ case $watch_dir in /*) ;; *) watch_dir=$PWD/$watch_dir ;; esac
 built=$target_dir/debug/app
 # The sqlx query macros read the committed .sqlx/ data, never a database.
 export SQLX_OFFLINE=true
-watched=(src migrations build.rs Cargo.toml Cargo.lock .sqlx)
+watched=(src core migrations Cargo.toml Cargo.lock .sqlx)
 http_port=${DEV_HTTP_PORT:-8000}
 db_port=${DEV_DB_PORT:-5432}
 redis_port=${DEV_REDIS_PORT:-6379}
@@ -252,7 +252,7 @@ prepare() {
     cd "$repo"
     # The dev database may lag migrations/ (the watcher migrates only while it runs).
     cargo sqlx migrate run
-    env -u SQLX_OFFLINE cargo sqlx prepare
+    env -u SQLX_OFFLINE cargo sqlx prepare --workspace
     say ".sqlx/ regenerated against $DATABASE_URL; commit it with the query change"
 }
 

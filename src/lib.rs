@@ -1,15 +1,10 @@
 //! The Django Docker Sample, in Rust: a web app, its tasks worker and the operational commands, as a library
-//! behind the thin `app` binary.
+//! behind the thin `app` binary. The layers below the web (settings, database, tasks, metrics, logging) are the
+//! `app-core` crate in core/, re-exported here under the same names.
 
-pub mod assets;
+pub use app_core::{assets, config, db, log_writer, metrics, shutdown, tasks, telemetry};
+
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod db;
 pub mod http;
-pub mod log_writer;
-pub mod metrics;
-pub mod shutdown;
 pub mod startup;
-pub mod tasks;
-pub mod telemetry;

@@ -66,18 +66,17 @@ impl From<EnqueueError> for ApiError {
 }
 
 /// `QUEUE_MAX_BACKLOG` reached: 503 with `Retry-After`, so a client (or a proxy) backs off instead of hammering.
-/// The count is left out of the answer: clients need not know how busy the workers are.
-impl IntoResponse for QueueFull {
-    fn into_response(self) -> Response {
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!("too many tasks are waiting to run; try again in {RETRY_AFTER_SECS} seconds"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-        response
-    }
+/// The count is left out of the answer: clients need not know how busy the workers are. (A function, not an
+/// `IntoResponse` impl: `QueueFull` belongs to app-core.)
+pub fn queue_full(_: QueueFull) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_full",
+        format!("too many tasks are waiting to run; try again in {RETRY_AFTER_SECS} seconds"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    response
 }

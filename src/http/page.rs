@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::csrf::{self, CsrfError};
-use super::error::ApiError;
+use super::error::{self, ApiError};
 use super::extract::ApiForm;
 use super::request_id::RequestId;
 use super::state::AppState;
@@ -205,7 +205,7 @@ impl IntoResponse for EnqueueFormError {
                 "invalid_idempotency_key",
                 err.to_string(),
             ),
-            Self::Full(err) => return err.into_response(),
+            Self::Full(err) => return error::queue_full(err),
             Self::Unavailable(err) => err.into(),
         }
         .into_response()

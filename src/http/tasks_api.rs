@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{self, ApiError};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::request_id::RequestId;
 use super::state::AppState;
@@ -68,7 +68,7 @@ impl IntoResponse for CreateTaskError {
                 "invalid_idempotency_key",
                 err.to_string(),
             ),
-            Self::Full(err) => return err.into_response(),
+            Self::Full(err) => return error::queue_full(err),
             Self::Unavailable(err) => err.into(),
         }
         .into_response()

@@ -33,9 +33,9 @@ from harness import (
     run,
 )
 
-# Every source file of the package's targets too (tests/, bench/): `cargo sqlx prepare` touches them all, and when
+# Every source file of the packages' targets too (tests/, bench/): `cargo sqlx prepare` touches them all, and when
 # one is missing it falls back to a whole `cargo clean` of the shared target directory.
-TREE = ("src", "migrations", "templates", "static", ".sqlx", "compose", "env", "scripts", "tests", "bench", "build.rs",
+TREE = ("src", "core", "migrations", "templates", "static", ".sqlx", "compose", "env", "scripts", "tests", "bench",
         "Cargo.toml", "Cargo.lock", "rust-toolchain.toml")
 # The first step builds the app crate (and any dependency the target directory lacks).
 START_TIMEOUT = 1200

@@ -205,13 +205,13 @@ step_time stand-ins
 # Version N+1 for the deploy tests: with the flake's images, the same images under another tag; with stand-ins,
 # the app built from a copy of the tree with one more migration (it adds a column: an expand step that version N
 # must keep serving through, and that N's `migrate` must leave alone on rollback) and a changed stylesheet. Only the
-# app crate compiles.
+# workspace's two crates compile.
 if [ "${E2E_REAL_IMAGES:-0}" = 1 ] || ! grep -qwE 'live|cluster' <<<"$E2E_PHASES"; then
     docker tag "$app_image:$E2E_TAG" "$app_image:$E2E_TAG_NEXT" && docker tag "$httpd_image:$E2E_TAG" "$httpd_image:$E2E_TAG_NEXT"
 else
     next_src="$work/next-src"
     mkdir -p "$next_src"
-    cp -r Cargo.toml Cargo.lock build.rs rust-toolchain.toml src migrations .sqlx templates static "$next_src/"
+    cp -r Cargo.toml Cargo.lock rust-toolchain.toml src core migrations .sqlx templates static "$next_src/"
     printf '%s\n' "-- e2e: version N+1's expand step (added while version N serves)" \
         "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS e2e_next_note text;" \
         > "$next_src/migrations/29991231000000_e2e_next_expand.sql"

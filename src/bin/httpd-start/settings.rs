@@ -2,7 +2,7 @@
 //! ends up inside an nginx directive, so each is checked against what its directive accepts and nothing else: a
 //! value can never add nginx syntax (`;`, `{`, quotes, `$` variables, `#` comments, line breaks).
 //!
-//! Like the app (src/config/env.rs), an empty variable counts as unset (compose env files often say `X=`), and
+//! Like the app (core/src/config/env.rs), an empty variable counts as unset (compose env files often say `X=`), and
 //! every problem is collected, so one run lists them all.
 
 use std::net::Ipv6Addr;

@@ -7,7 +7,7 @@ use super::Db;
 use crate::config::Settings;
 
 /// Compiled into the binary, so `app migrate` needs no files at run time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationState {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use include_dir::{Dir, include_dir};
 use sha2::{Digest, Sha256};
 
-static STATIC: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/static");
+static STATIC: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../static");
 
 #[derive(Debug, Clone)]
 pub struct Asset {
