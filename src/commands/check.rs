@@ -22,6 +22,7 @@ pub fn redacted(settings: &Settings) -> Vec<(&'static str, String)> {
     vec![
         ("database", redact_url(s.database.url.expose_secret())),
         ("db_pool_size", s.database.pool_size.to_string()),
+        ("db_readers", s.database.readers.to_string()),
         ("db_acquire_timeout", millis(s.database.acquire_timeout)),
         ("redis", redact_url(s.redis_url.expose_secret())),
         ("secret_key", "[REDACTED]".into()),

@@ -16,11 +16,14 @@ pub struct DatabaseSettings {
     /// (`db::Db`).
     pub previous_password: Option<SecretString>,
     pub pool_size: u32,
+    /// `DB_READERS`: connections kept apart from the pool for the hot reads (`db::Db::read`).
+    pub readers: u32,
     pub acquire_timeout: Duration,
 }
 
 pub(super) fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
     let pool_size = env.positive("DB_POOL_SIZE", 10);
+    let readers = env.positive("DB_READERS", 4);
     let acquire_timeout = env.millis("DB_ACQUIRE_TIMEOUT_MS", Duration::from_millis(2000));
     let explicit_url = env.secret("DATABASE_URL");
     let host = env.string("POSTGRES_HOST").unwrap_or_else(|| "db".into());
@@ -68,6 +71,7 @@ pub(super) fn database_settings(env: &mut Env<'_>) -> DatabaseSettings {
         url,
         previous_password,
         pool_size,
+        readers,
         acquire_timeout,
     }
 }

@@ -1,9 +1,10 @@
-//! PostgreSQL: the pool (and its logins during a password rotation), the embedded migrations, and what the status
-//! page shows of the database.
+//! PostgreSQL: the pool and the reader connections (and their logins during a password rotation), the embedded
+//! migrations, and what the status page shows of the database.
 
 mod kept;
 mod migrations;
 mod pool;
+mod readers;
 
 pub use kept::KeptConnection;
 pub use migrations::{

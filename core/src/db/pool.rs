@@ -10,21 +10,31 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::pin::Pin;
+use std::time::Duration;
+
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use super::readers::{Readers, is_broken};
 use crate::config::Settings;
+
+/// What a read returns: a `fetch_*` future, boxed (an `async` closure's future cannot be shown `Send` for every
+/// connection lifetime, which axum's handlers need).
+pub type ReadFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
 /// SQLSTATE `invalid_password`: PostgreSQL refused the password (not the role, the database or the address).
 const INVALID_PASSWORD: &str = "28P01";
 
-/// The app's handle on PostgreSQL: a pool, and the logins it may switch between. Cheap to clone (two `Arc`s).
-/// Every query runs on a connection from [`Db::acquire`], the one place where a refused password is handled.
+/// The app's handle on PostgreSQL: a pool, the reader connections of the hot reads, and the logins both may switch
+/// between. Cheap to clone (three `Arc`s). Every query runs on a connection from [`Db::acquire`] or in [`Db::read`],
+/// the two places where a refused password is handled.
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
     logins: Arc<Logins>,
+    readers: Arc<Readers>,
 }
 
 /// The connect options of each password the process was given, the current one first.
@@ -63,11 +73,12 @@ impl Db {
             .max_connections(settings.database.pool_size)
             .acquire_timeout(settings.database.acquire_timeout)
             .connect_lazy_with(first);
-        Self::with_logins(pool, logins)
+        Self::with_logins(pool, logins, settings.database.readers)
     }
 
     /// `pool` connects with `logins[0]`.
-    fn with_logins(pool: PgPool, logins: Vec<PgConnectOptions>) -> Self {
+    fn with_logins(pool: PgPool, logins: Vec<PgConnectOptions>, readers: u32) -> Self {
+        let timeout = pool.options().get_acquire_timeout();
         Self {
             pool,
             logins: Arc::new(Logins {
@@ -75,6 +86,7 @@ impl Db {
                 in_use: AtomicUsize::new(0),
                 switching: Mutex::new(()),
             }),
+            readers: Arc::new(Readers::new(readers, timeout)),
         }
     }
 
@@ -91,8 +103,45 @@ impl Db {
         }
     }
 
+    /// Runs one read-only statement on a reader connection (`readers.rs`): one round trip, no pool checkout.
+    /// `query` runs again on a new connection when the one it got turned out broken (PostgreSQL restarted): it must
+    /// only read. A refused password switches the logins as in [`Db::acquire`].
+    pub async fn read<T>(
+        &self,
+        query: impl for<'c> Fn(&'c mut PgConnection) -> ReadFuture<'c, T>,
+    ) -> Result<T, sqlx::Error> {
+        let timeout: Duration = self.pool.options().get_acquire_timeout();
+        let mut taken = self.readers.take().await?;
+        let mut again = true;
+        loop {
+            let tried = self.logins.in_use.load(Ordering::Acquire);
+            // The pool's options: the login in use, switched with the pool's.
+            let options = self.pool.connect_options();
+            let conn = match taken.connection(&options, timeout).await {
+                Err(err) if is_invalid_password(&err) && self.logins.options.len() > 1 && again => {
+                    self.logins.switch_from(tried, &self.pool);
+                    again = false;
+                    continue;
+                }
+                other => other?,
+            };
+            let result = query(conn).await;
+            if result.as_ref().is_err_and(is_broken) {
+                // Closed; the slot connects again on its next use, or now.
+                taken.discard();
+                if again {
+                    again = false;
+                    continue;
+                }
+            }
+            taken.finish();
+            return result;
+        }
+    }
+
     /// Closes every connection, and waits until they are closed (the end of a process or a test).
     pub async fn close(&self) {
+        self.readers.close().await;
         self.pool.close().await;
     }
 }
@@ -101,7 +150,8 @@ impl Db {
 impl From<PgPool> for Db {
     fn from(pool: PgPool) -> Self {
         let options = (*pool.connect_options()).clone();
-        Self::with_logins(pool, vec![options])
+        let readers = pool.options().get_max_connections();
+        Self::with_logins(pool, vec![options], readers)
     }
 }
 

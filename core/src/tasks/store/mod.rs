@@ -164,30 +164,40 @@ impl TaskStore {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<TaskRecord>, sqlx::Error> {
-        sqlx::query_as!(
-            TaskRecord,
-            r#"SELECT id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState", attempts,
-                      max_attempts, result AS "result: Box<RawValue>", error, request_id, run_at, created_at,
-                      updated_at, started_at, finished_at
-               FROM tasks WHERE id = $1"#,
-            id
-        )
-        .fetch_optional(&mut *self.db.acquire().await?)
-        .await
+        self.db
+            .read(|conn| {
+                Box::pin(
+                    sqlx::query_as!(
+                        TaskRecord,
+                        r#"SELECT id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState",
+                                  attempts, max_attempts, result AS "result: Box<RawValue>", error, request_id,
+                                  run_at, created_at, updated_at, started_at, finished_at
+                           FROM tasks WHERE id = $1"#,
+                        id
+                    )
+                    .fetch_optional(conn),
+                )
+            })
+            .await
     }
 
     /// Newest first.
     pub async fn recent(&self, limit: i64) -> Result<Vec<TaskRecord>, sqlx::Error> {
-        sqlx::query_as!(
-            TaskRecord,
-            r#"SELECT id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState", attempts,
-                      max_attempts, result AS "result: Box<RawValue>", error, request_id, run_at, created_at,
-                      updated_at, started_at, finished_at
-               FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
-            limit
-        )
-        .fetch_all(&mut *self.db.acquire().await?)
-        .await
+        self.db
+            .read(|conn| {
+                Box::pin(
+                    sqlx::query_as!(
+                        TaskRecord,
+                        r#"SELECT id, kind, payload AS "payload: Box<RawValue>", state AS "state: TaskState",
+                                  attempts, max_attempts, result AS "result: Box<RawValue>", error, request_id,
+                                  run_at, created_at, updated_at, started_at, finished_at
+                           FROM tasks ORDER BY created_at DESC, id LIMIT $1"#,
+                        limit
+                    )
+                    .fetch_all(conn),
+                )
+            })
+            .await
     }
 
     /// Newest first, only what the status page shows.
