@@ -117,7 +117,9 @@ def main():
             "commit": git_commit(), "host": platform.node(), "kernel": platform.release(),
             "cpus": os.cpu_count(), "loadavg_start": loadavg(), "compilers_at_start": busy_compilers(),
             "connections": args.connections, "wrk_threads": args.threads, "duration_s": args.duration,
-            "warmup_s": args.warmup, "db_pool_size": args.db_pool_size}
+            "warmup_s": args.warmup, "db_pool_size": args.db_pool_size,
+            # The app's default (README "Configuration") unless an experiment sets it.
+            "db_readers": int(dict(kv.split("=", 1) for kv in args.app_env).get("DB_READERS", 4))}
     log(f"load average at start {meta['loadavg_start']} ({meta['compilers_at_start']} compiler processes running)")
 
     args.binary = ensure_binary(args)
@@ -203,6 +205,11 @@ def benchmark(args, tmp, services, meta):
     task_id = stack.psql("SELECT id FROM tasks WHERE state = 'done' ORDER BY created_at DESC LIMIT 1")
     if not task_id:
         raise HarnessError("no finished task to GET")
+    # An unfinished task, read from PostgreSQL on every GET: one waiting for its retry a day from now (no worker or
+    # reconciler touches it before then).
+    unfinished_id = stack.psql("INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, error, run_at) "
+                               "VALUES (gen_random_uuid(), 'wordcount', '{\"text\": \"bench\"}', 'retrying', 1, 3, "
+                               "'bench: waits for its retry', now() + interval '1 day') RETURNING id")
 
     http = []
     base = None
@@ -214,6 +221,8 @@ def benchmark(args, tmp, services, meta):
             ("root_nginx", "/ (status page, stores once a second)", stack.nginx_url("/"), get_script),
             ("get_task_nginx", "GET /api/tasks/{id} (finished: memory)", stack.nginx_url(f"/api/tasks/{task_id}"),
              get_script),
+            ("get_unfinished_nginx", "GET /api/tasks/{id} (unfinished: PostgreSQL)",
+             stack.nginx_url(f"/api/tasks/{unfinished_id}"), get_script),
             # The read path that asks PostgreSQL on every request; direct, against the tokio-postgres reference.
             ("list_tasks_direct", "GET /api/tasks?limit=10 direct",
              f"http://127.0.0.1:{stack.app_port}/api/tasks?limit=10", get_script),

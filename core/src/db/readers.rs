@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, Semaphore, SemaphorePermit};
 
 /// The reader connections; a slot is `None` until first used and after its connection failed.
 pub(super) struct Readers {
     slots: Box<[Mutex<Option<PgConnection>>]>,
+    /// One permit per slot, handed out first come, first served: a read waits for any slot, in order, rather than
+    /// for one slot chosen in advance (which made the slowest reads wait longest).
+    free: Semaphore,
     /// Where the next read starts looking for a free slot: spreads reads over the connections.
     next: AtomicUsize,
     timeout: Duration,
@@ -27,33 +30,40 @@ pub(super) struct Readers {
 
 /// A slot taken for one read. Dropped before [`Taken::finish`] (the read was cancelled), it closes its connection.
 pub(super) struct Taken<'a> {
+    // Dropped before the permit: whoever gets the permit next finds this slot unlocked.
     slot: MutexGuard<'a, Option<PgConnection>>,
+    _permit: SemaphorePermit<'a>,
     finished: bool,
 }
 
 impl Readers {
     pub(super) fn new(count: u32, timeout: Duration) -> Self {
+        let count = count.max(1) as usize;
         Self {
-            slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            free: Semaphore::new(count),
             next: AtomicUsize::new(0),
             timeout,
         }
     }
 
-    /// A free slot, else the next one in turn once it is free: at most `timeout` (then `PoolTimedOut`, a 503 like
-    /// the pool's).
+    /// A free slot, waiting in line for one at most `timeout` (then `PoolTimedOut`, a 503 like the pool's).
     pub(super) async fn take(&self) -> Result<Taken<'_>, sqlx::Error> {
+        let permit = tokio::time::timeout(self.timeout, self.free.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        // With a permit, at least one slot is unlocked (only `close` locks one without a permit).
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.slots.len();
         let free = (0..n).find_map(|i| self.slots[(start + i) % n].try_lock().ok());
         let slot = match free {
             Some(slot) => slot,
-            None => tokio::time::timeout(self.timeout, self.slots[start % n].lock())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)?,
+            None => self.slots[start % n].lock().await,
         };
         Ok(Taken {
             slot,
+            _permit: permit,
             finished: false,
         })
     }
