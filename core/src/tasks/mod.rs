@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod queue;
 pub mod records;
 pub mod store;
+mod timestamps;
 pub mod worker;
 
 pub use backlog::{Backlog, QueueFull};

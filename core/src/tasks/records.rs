@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::idempotency::Idempotency;
 use super::kinds::TaskSpec;
+use super::timestamps::{rfc3339, rfc3339_or_null};
 
 /// A task about to be written: its id is chosen before the row exists, so the stream entry can name it.
 #[derive(Debug, Clone)]
@@ -61,10 +62,15 @@ pub struct TaskRecord {
     pub result: Option<Box<RawValue>>,
     pub error: Option<String>,
     pub request_id: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub run_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_or_null")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_or_null")]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
