@@ -1,14 +1,20 @@
 #!/bin/sh
 # PostgreSQL backups of the live stack: run by the `backup` service of compose/live.yml (PostgreSQL image, so
 # pg_dump and pg_restore match the server) and by scripts/backup.sh through `docker exec`.
-# POSIX sh; needs pg_dump, pg_restore, psql and cat, cut, date, dd, mkdir, mv, rm, sleep, sort, tail, tr, wc. Notes: backup/README.md.
+# POSIX sh; needs pg_dump, pg_restore, psql, pg_basebackup, pg_receivewal, pg_ctl, postgres and awk, cat, cp, cut,
+# date, dd, du, grep, gzip, head, ls, mkdir, mv, rm, sed, sleep, sort, tail, tar, touch, tr, wc. Notes: backup/README.md.
 #
-#   service.sh loop             back up whenever the newest backup is BACKUP_SCHEDULE old (the service's command)
-#   service.sh now              one backup: dump, check, rename, record in PostgreSQL, prune
+#   service.sh loop             back up whenever the newest backup is BACKUP_SCHEDULE old (the service's command),
+#                               and stream WAL continuously beside it (wal.sh)
+#   service.sh now              one backup: dump, check, rename, record in PostgreSQL; a base backup; prune
 #   service.sh list             NAME AGE_SECONDS SIZE_BYTES, oldest first
 #   service.sh newest           the newest backup's name
-#   service.sh check            healthcheck: fails when the newest backup is older than BACKUP_MAX_AGE
+#   service.sh check            healthcheck: fails when the newest backup is older than BACKUP_MAX_AGE, WAL streaming
+#                               lags more than BACKUP_MAX_LAG or the last off-host copy failed
 #   service.sh prune            delete what BACKUP_KEEP does not keep (BACKUP_NOW fixes "now" for tests)
+#   service.sh windows          the point-in-time recovery windows: ARCHIVE FIRST LAST running|ended
+#   service.sh plan latest|TIME what a recovery to TIME would use, or the line refusing it
+#   service.sh recover-into latest|TIME DATABASE  recover the database as it was at TIME into DATABASE (pitr.sh)
 #   service.sh kept NAME...     print which of the given names BACKUP_KEEP keeps (no files touched)
 #   service.sh verify-file FILE refuse anything that is not a complete PostgreSQL custom-format dump
 #   service.sh restore-into FILE DATABASE  create DATABASE (must not exist) and restore FILE into it
@@ -20,8 +26,12 @@
 # POSTGRES_PASSWORD_FILE (and POSTGRES_PASSWORD_PREVIOUS_FILE in a rotation); BACKUP_ROOT (default the volume,
 # /var/lib/postgresql); APP_VERSION (in the file name); BACKUP_SCHEDULE (`daily` (default), `hourly` or seconds);
 # BACKUP_MAX_AGE (seconds, default 1.5 x the schedule); BACKUP_KEEP (`<D>d<W>w`, default 7d4w: the newest backup
-# of each of the last D UTC days and of each of the last W ISO weeks, and always the newest one).
+# of each of the last D UTC days and of each of the last W ISO weeks, and always the newest one; base backups too);
+# BACKUP_WAL (on (default) or off: WAL streaming and base backups); BACKUP_MAX_LAG (seconds, default 30);
+# BACKUP_WAL_SWITCH (seconds, default 60: the longest a segment stays open, so the off-host copy's delay).
 set -eu
+SELF=$0
+LIB=$(dirname "$0")
 
 : "${PGHOST:=${POSTGRES_HOST:-localhost}}" "${PGPORT:=${POSTGRES_PORT:-5432}}"
 : "${PGUSER:=${POSTGRES_USER:-postgres}}" "${PGDATABASE:=${POSTGRES_DB:-$PGUSER}}"
@@ -84,11 +94,16 @@ dec() { # strip leading zeros (shell arithmetic reads 08 as octal)
     echo "$n"
 }
 
-# Seconds since the epoch of a backup's name backup-YYYYMMDDTHHMMSSZ-VERSION.dump; nothing for any other name.
+# Seconds since the epoch of a backup's name backup-YYYYMMDDTHHMMSSZ-VERSION.dump or a base backup's
+# base-YYYYMMDDTHHMMSSZ-VERSION; nothing for any other name.
 # Plain arithmetic (days from the civil calendar), so no `date -d` dialect is needed.
 name_epoch() {
-    s=${1##*/}; s=${s#backup-}
-    case $s in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-*.dump) ;; *) return 0 ;; esac
+    s=${1##*/}
+    case $s in
+        backup-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-*.dump) s=${s#backup-} ;;
+        base-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-*) s=${s#base-} ;;
+        *) return 0 ;;
+    esac
     y=$(dec "$(echo "$s" | cut -c1-4)"); m=$(dec "$(echo "$s" | cut -c5-6)"); d=$(dec "$(echo "$s" | cut -c7-8)")
     hh=$(dec "$(echo "$s" | cut -c10-11)"); mm=$(dec "$(echo "$s" | cut -c12-13)"); ss=$(dec "$(echo "$s" | cut -c14-15)")
     [ "$m" -le 2 ] && y=$((y - 1))
@@ -119,16 +134,24 @@ keep_rule() { # sets keep_days, keep_weeks from BACKUP_KEEP
     case $keep_days$keep_weeks in *[!0-9]*) die "BACKUP_KEEP must look like 7d4w, not '$rule'" ;; esac
 }
 
-# The names (one per argument) BACKUP_KEEP keeps: newest first, the first one seen of each day in the last
-# keep_days days and of each week in the last keep_weeks weeks; and the newest overall.
-kept() {
+# The names (one per argument) BACKUP_KEEP keeps: the first one seen of each day in the last keep_days days and of
+# each week in the last keep_weeks weeks, and the newest overall. Dumps are walked newest first (each day keeps its
+# last dump); base backups oldest first (each day keeps its first: the WAL after it covers the rest of the day, so
+# a second base backup on the same day adds nothing to the recoverable window).
+kept() { keep_walk newest "$@"; }
+kept_bases() { keep_walk oldest "$@"; }
+
+keep_walk() { # newest|oldest NAME...
     keep_rule
     t=$(now); today=$((t / 86400)); this_week=$(((today + 3) / 7))   # 1970-01-01 was a Thursday: weeks start Monday
-    seen_days=" "; seen_weeks=" "; first=1
-    for name in $(printf '%s\n' "$@" | sort -r); do
+    seen_days=" "; seen_weeks=" "; order=$1; shift
+    newest_name=""
+    for name in $(printf '%s\n' "$@" | sort); do [ -z "$(name_epoch "$name")" ] || newest_name=$name; done
+    if [ "$order" = newest ]; then names=$(printf '%s\n' "$@" | sort -r); else names=$(printf '%s\n' "$@" | sort); fi
+    for name in $names; do
         e=$(name_epoch "$name"); [ -n "$e" ] || continue
         day=$((e / 86400)); week=$(((day + 3) / 7)); keep=0
-        [ "$first" = 1 ] && keep=1
+        [ "$name" = "$newest_name" ] && keep=1
         if [ $((today - day)) -lt "$keep_days" ]; then
             case $seen_days in *" $day "*) ;; *) seen_days="$seen_days$day "; keep=1 ;; esac
         fi
@@ -136,13 +159,13 @@ kept() {
             case $seen_weeks in *" $week "*) ;; *) seen_weeks="$seen_weeks$week "; keep=1 ;; esac
         fi
         [ "$day" -gt "$today" ] && keep=1   # from the future (clock skew): never ours to judge
-        first=0
         [ "$keep" = 1 ] && echo "$name"
     done
     return 0
 }
 
 prune() {
+    if wal_enabled; then prune_pitr; fi
     # shellcheck disable=SC2046
     keep=" $(kept $(backups) | tr '\n' ' ') "
     for name in $(backups); do
@@ -187,22 +210,40 @@ backup_now() {
         | psql -X -q -v ON_ERROR_STOP=1 -v file="$name" -v size="$size" -v version="$version" -v took="$took" 2>&1) \
         || die "$name written, but recording it in PostgreSQL failed: $out"
     info "wrote $name ($size bytes, ${took}s)"
+    if wal_enabled; then ( base_backup ) || die "the dump $name is written, but the base backup failed"; fi
     prune
     release
 }
 
+# A base backup alone (the running archive has none yet: a first start, a new cluster, a broken stream).
+base_now() {
+    tmp="" locked=""
+    login
+    mkdir "$LOCK" 2>/dev/null || die "another backup is running ($LOCK exists)"
+    locked=1
+    base_backup
+    prune_pitr
+    release
+}
+
+# Wakes at least every 10 s: a new archive (see base_now) should not wait for the schedule.
 loop() {
     every=$(schedule_seconds); max_age >/dev/null; keep_rule
     info "every ${every}s, keep ${BACKUP_KEEP:-7d4w}, into $BACKUP_ROOT"
-    sleeper=""
-    trap 'info "stopping"; [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
+    sleeper="" streamer="" retry_at=0
+    if wal_enabled; then max_lag >/dev/null; switch_every >/dev/null; wal_loop & streamer=$!; fi
+    trap 'info "stopping"; [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; [ -z "$streamer" ] || { kill "$streamer"; wait "$streamer"; }; exit 0' TERM INT
     while :; do
         last=$(newest); wait_s=0
         if [ -n "$last" ]; then wait_s=$(($(name_epoch "$last") + every - $(now))); fi
-        if [ "$wait_s" -le 0 ]; then
+        if [ "$wait_s" -le 0 ] && [ "$(now)" -ge "$retry_at" ]; then
             # A failure is logged (die's message) and retried after a minute; the healthcheck turns red meanwhile.
-            if ( backup_now ); then wait_s=$every; else wait_s=60; fi
+            if ( backup_now ); then wait_s=$every; else retry_at=$(($(now) + 60)); fi
+        elif [ -n "$streamer" ] && archive=$(cat "$STATE.archive" 2>/dev/null) && [ -z "$(bases "$PITR/$archive")" ] \
+            && [ "$(now)" -ge "$retry_at" ]; then
+            ( base_now ) || retry_at=$(($(now) + 60))
         fi
+        [ "$wait_s" -gt 0 ] && [ "$wait_s" -le 10 ] || wait_s=10
         sleep "$wait_s" & sleeper=$!
         wait "$sleeper" || true
     done
@@ -214,6 +255,7 @@ check() {
     age=$(($(now) - $(name_epoch "$last")))
     limit=$(max_age)
     [ "$age" -le "$limit" ] || die "the newest backup $last is ${age}s old (more than ${limit}s)"
+    check_wal
     echo "backup: newest $last, ${age}s old"
 }
 
@@ -270,9 +312,14 @@ EOF
     info "$new is now $PGDATABASE; the previous database is kept as $old"
 }
 
+# shellcheck source=backup/wal.sh
+. "$LIB/wal.sh"
+# shellcheck source=backup/pitr.sh
+. "$LIB/pitr.sh"
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
-case $cmd in restore-into | counts | drop | swap) login ;; esac
+case $cmd in restore-into | counts | drop | swap | windows | plan | recover-into) login ;; esac
 case $cmd in
     loop) loop ;;
     now) backup_now ;;
@@ -288,5 +335,10 @@ case $cmd in
     dbname) echo "$PGDATABASE" ;;
     drop) [ $# -eq 1 ] || die "usage: drop DATABASE"; drop "$1" ;;
     swap) [ $# -eq 1 ] || die "usage: swap DATABASE"; swap "$1" ;;
-    *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; [ "$cmd" = -h ] || [ "$cmd" = --help ] || [ "$cmd" = help ] ;;
+    base) base_now ;;
+    windows) windows ;;
+    plan) [ $# -eq 1 ] || die "usage: plan latest|TIME"; plan "$1" ;;
+    recover-into) [ $# -eq 2 ] || die "usage: recover-into latest|TIME DATABASE"; recover_into "$1" "$2" ;;
+    wal-get) wal_get "$@" ;;
+    *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; [ "$cmd" = -h ] || [ "$cmd" = --help ] || [ "$cmd" = help ] ;;
 esac

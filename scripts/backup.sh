@@ -2,16 +2,23 @@
 # Backups of the live stack, from the host: drives the `backup` service of compose/live.yml, which runs
 # backup/service.sh with the PostgreSQL image's pg_dump/pg_restore.
 #
-#   scripts/backup.sh now                      back up now (also runs on BACKUP_SCHEDULE by itself)
-#   scripts/backup.sh list                     the backups: name, age, size
+#   scripts/backup.sh now                      back up now: a dump and a base backup (also on BACKUP_SCHEDULE)
+#   scripts/backup.sh list                     the dumps (name, age, size) and the point-in-time recovery window
 #   scripts/backup.sh verify [NAME|newest]     restore into a scratch database, print its row counts, drop it;
 #                                              live data is not touched
 #   scripts/backup.sh restore [NAME|newest]    stop app and tasks, restore into a fresh database, migrate it,
 #                                              swap it in by rename (the old one stays as <db>_before_restore),
 #                                              start app and tasks again and wait until they are healthy
+#   scripts/backup.sh restore --to 'UTC TIME'  the same with the database as it was at that moment (a base backup
+#                                              and the archived WAL replayed up to it), e.g. '2026-12-08 14:05:00'
+#   scripts/backup.sh restore --latest         the same as late as the archive goes: after the database volume
+#                                              was lost, the lost database's last streamed write
+#   scripts/backup.sh fetch                    copy the backups from the off-host remote into the backup volume
+#                                              (a new host; COMPOSE_PROFILES=offsite), then restore as above
 #
-# Refuses (one line, exit 1) a missing file, a file that is not a complete PostgreSQL custom-format dump, and a
-# dump from a newer schema than this version's `app migrate` knows; live data is unchanged then.
+# Refuses (one line, exit 1) a missing file, a file that is not a complete PostgreSQL custom-format dump, a time
+# outside the recoverable window, and a backup from a newer schema than this version's `app migrate` knows; live
+# data is unchanged then.
 # Environment: COMPOSE_FILE (default compose/live.yml), COMPOSE_PROJECT_NAME, APP_VERSION and the other variables
 # of compose/live.yml, as for `docker compose up`; RESTORE_WAIT, seconds app and tasks may take to become healthy
 # again after a restore (default 120).
@@ -48,13 +55,29 @@ resolve() { # NAME|newest|"" -> a file name in the backup volume
 }
 
 cmd_list() {
-    local out name age size
+    local out name age size archive first last state
     out=$(in_backup list) || exit 1
-    [ -n "$out" ] || { echo "no backups yet"; return; }
-    printf '%-50s %8s %12s\n' NAME AGE BYTES
-    while read -r name age size; do
-        printf '%-50s %8s %12s\n' "$name" "$(human_age "$age")" "$size"
+    if [ -z "$out" ]; then
+        echo "no dumps yet"
+    else
+        printf '%-50s %8s %12s\n' NAME AGE BYTES
+        while read -r name age size; do
+            printf '%-50s %8s %12s\n' "$name" "$(human_age "$age")" "$size"
+        done <<<"$out"
+    fi
+    out=$(in_backup windows) || exit 1
+    [ -n "$out" ] || { echo "no point-in-time recovery window yet (no base backup)"; return; }
+    echo "point-in-time recovery (restore --to 'UTC TIME', restore --latest):"
+    while read -r archive first last state; do
+        printf '  from %s to %s UTC  %s (database system %s)\n' "$(date -u -d "@$first" '+%F %T')" \
+            "$(date -u -d "@$last" '+%F %T')" "$([ "$state" = running ] && echo "streaming now" || echo "ended")" "$archive"
     done <<<"$out"
+}
+
+cmd_fetch() {
+    local out
+    out=$(one_off offsite fetch) || die "fetch failed: $(tail -n 1 <<<"$out")"
+    echo "$out" | tail -n 1
 }
 
 cmd_verify() {
@@ -69,12 +92,23 @@ cmd_verify() {
 }
 
 cmd_restore() {
-    local name db fresh out
-    name=$(resolve "${1:-}")
+    local name db fresh out target=""
+    case ${1:-} in
+        --latest) target=latest; name="the latest moment" ;;
+        --to) [ -n "${2:-}" ] || die "restore --to needs a UTC time, e.g. '2026-12-08 14:05:00'"
+              target=$2; name=$2 ;;
+        -*) die "unknown option '$1' (scripts/backup.sh --help)" ;;
+        *) name=$(resolve "${1:-}") ;;
+    esac
     db=$(in_backup dbname)
     fresh="${db}_restore"
-    # Before anything stops: a file that cannot be restored changes nothing.
-    in_backup verify-file "$root/$name" >/dev/null || exit 1
+    # Before anything stops: a file that cannot be restored, or a moment outside the window, changes nothing.
+    if [ -n "$target" ]; then
+        out=$(in_backup plan "$target") || exit 1
+        echo "restore: $name from base backup $(cut -d' ' -f2 <<<"$out") and the WAL after it"
+    else
+        in_backup verify-file "$root/$name" >/dev/null || exit 1
+    fi
     echo "restore: stopping app and tasks"
     out=$(dc stop app tasks 2>&1) || die "could not stop app and tasks: $(tail -n 1 <<<"$out")"
     # Compose's progress lines go to stderr; only a failure is worth a line there.
@@ -86,7 +120,9 @@ cmd_restore() {
             echo "backup: app and tasks did not become healthy: $(tail -n 1 <<<"$started")" >&2
     }
     in_backup drop "$fresh"
-    if ! in_backup restore-into "$root/$name" "$fresh"; then start_again; exit 1; fi
+    if [ -n "$target" ]; then
+        if ! in_backup recover-into "$target" "$fresh"; then in_backup drop "$fresh"; start_again; exit 1; fi
+    elif ! in_backup restore-into "$root/$name" "$fresh"; then start_again; exit 1; fi
     # The code's migrations on the restored schema; sqlx refuses a database that has a migration it does not know.
     if ! out=$(one_off -e POSTGRES_DB="$fresh" migrate migrate --refuse-newer 2>&1); then
         in_backup drop "$fresh"
@@ -106,7 +142,8 @@ case ${1:-} in
     now) in_backup now ;;
     list) cmd_list ;;
     verify) cmd_verify "${2:-}" ;;
-    restore) cmd_restore "${2:-}" ;;
+    restore) shift; cmd_restore "$@" ;;
+    fetch) cmd_fetch ;;
     "") usage >&2; exit 2 ;;
     *) echo "backup: unknown command '$1' (scripts/backup.sh --help)" >&2; exit 2 ;;
 esac

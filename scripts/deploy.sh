@@ -30,7 +30,8 @@
 #
 # Settings (environment): the variables of compose/live.yml (APP_IMAGE, HTTPD_IMAGE, SECRETS_DIR, ...);
 #   COMPOSE_PROJECT_NAME  the stack's project (default: the file's name, docker-sample-live)
-#   COMPOSE_PROFILES      `acme` runs the ACME client (acme/README.md)
+#   COMPOSE_PROFILES      `acme` runs the ACME client (acme/README.md), `offsite` the off-host copies of the
+#                         backups (backup/README.md); both: `acme,offsite`
 #   LIVE_FILE             the compose file (default compose/live.yml)
 #   EDGE_CONF             the edge's nginx config (default nginx/edge.conf; relative paths from compose/)
 #   DEPLOY_WAIT           seconds a new replica may take to become healthy (default 120)
@@ -72,7 +73,8 @@ app_image=${APP_IMAGE:-docker-sample/app}
 httpd_image=${HTTPD_IMAGE:-docker-sample/httpd}
 dc() { docker compose -f "$file" "$@"; }
 recorded_settings=(COMPOSE_PROJECT_NAME COMPOSE_PROFILES APP_IMAGE HTTPD_IMAGE POSTGRES_IMAGE REDIS_IMAGE LIVE_BIND
-    EDGE_PORTS_VERSION EDGE_CONF LIVE_ENV_FILE LIVE_HTTP_PORT LIVE_HTTPS_PORT RATE_LIMIT_TASKS RATE_LIMIT_BURST SECRETS_DIR BACKUP_SCHEDULE BACKUP_KEEP BACKUP_MAX_AGE BACKUP_DIR)
+    EDGE_PORTS_VERSION EDGE_CONF LIVE_ENV_FILE LIVE_HTTP_PORT LIVE_HTTPS_PORT RATE_LIMIT_TASKS RATE_LIMIT_BURST SECRETS_DIR BACKUP_SCHEDULE BACKUP_KEEP BACKUP_MAX_AGE BACKUP_DIR
+    BACKUP_MAX_LAG BACKUP_WAL_SWITCH BACKUP_SLOT_MAX_SIZE BACKUP_REMOTE BACKUP_OFFSITE_EVERY BACKUP_REMOTE_KEEP_DAYS RCLONE_IMAGE)
 
 # Writes compose/.env (next to the compose file: Compose reads it from the project directory): APP_VERSION, EDGE_VERSION
 # and the recorded settings that are set now; keys it does not know, and known ones not set now, stay as they were.

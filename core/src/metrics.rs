@@ -31,3 +31,21 @@ pub fn handle() -> PrometheusHandle {
 pub fn record_backup_success(unix_seconds: f64) {
     metrics::gauge!("backup_last_success_timestamp_seconds").set(unix_seconds);
 }
+
+/// `backup_wal_lag_seconds`: how far WAL streaming is behind, as the backup service last wrote in `backup_status`;
+/// refreshed when `/readyz` is asked. Only set while WAL is streamed: without streaming there is no lag to show.
+pub fn record_backup_wal_lag(seconds: f64) {
+    metrics::gauge!("backup_wal_lag_seconds").set(seconds);
+}
+
+/// `backup_healthy`: 1 when the backup service's latest report names no problem and is recent, else 0; refreshed
+/// when `/readyz` is asked, once the service has reported at all (before that, health is unknown, not bad).
+pub fn record_backup_healthy(healthy: bool) {
+    metrics::gauge!("backup_healthy").set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// `backup_offsite_ok_timestamp_seconds`: the last successful off-host copy, from `backup_status`; refreshed when
+/// `/readyz` is asked, once there has been one.
+pub fn record_backup_offsite_ok(unix_seconds: f64) {
+    metrics::gauge!("backup_offsite_ok_timestamp_seconds").set(unix_seconds);
+}

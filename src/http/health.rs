@@ -4,8 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::backup_status;
 use super::deadline::within;
 use super::state::AppState;
 use crate::db::{self, Db};
@@ -26,21 +27,17 @@ pub async fn last_backup_success(db: &Db) -> Result<Option<f64>, sqlx::Error> {
 }
 
 /// 200 when PostgreSQL answers, every migration is applied and Redis answers; else 503 naming what is down.
-/// `backup` is a detail, not a readiness condition: an old backup is the backup service's healthcheck's concern.
+/// `backup` is a detail, not a readiness condition: an old backup is the backup service's healthcheck's concern,
+/// and so is lagging WAL streaming or a failing off-host copy (`backup.ok`, `backup.problem`). Taking the app out of
+/// rotation would not make a backup happen; it would only add an outage to the backup problem.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let (migrations, redis, backup) = tokio::join!(
+    let (migrations, redis, last_success, report) = tokio::join!(
         within(db::migration_state(&state.db)),
         within(state.queue.ping()),
         within(last_backup_success(&state.db)),
+        within(backup_status::read(&state.db)),
     );
-    let backup = match backup {
-        Ok(Some(at)) => {
-            crate::metrics::record_backup_success(at);
-            json!({ "last_success_unix": at })
-        }
-        Ok(None) => json!({ "last_success_unix": Value::Null }),
-        Err(err) => json!({ "last_success_unix": Value::Null, "error": err.to_string() }),
-    };
+    let backup = backup_status::detail(last_success, report);
     let down = |err| format!("down: {err}");
     let (postgres, migrations) = match migrations {
         Ok(m) if m.pending == 0 => ("ok".to_string(), "ok".to_string()),

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod api_token;
+pub mod backup_status;
 pub mod csrf;
 pub mod deadline;
 pub mod error;

@@ -1,6 +1,7 @@
 //! backup/service.sh against real PostgreSQL, with this machine's pg_dump/pg_restore: a backup taken while writes
 //! continue restores to a consistent snapshot, damaged files are refused without changing anything, retention
-//! keeps exactly what its rule keeps, and `/readyz` and the metrics show the last success.
+//! keeps exactly what its rule keeps, and `/readyz` and the metrics show the last success and the service's own
+//! report (`backup_status`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::helpers::{TestConfig, create_database, database_url, eventually, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestConfig, create_database, database_url, eventually, spawn_app_with,
+};
 use crate::servers;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/backup/service.sh");
@@ -66,6 +69,9 @@ pub fn script(database_url: &str, root: &Path, args: &[&str], env: &[(&str, &str
         .env("PGDATABASE", url.path().trim_start_matches('/'))
         .env("BACKUP_ROOT", root)
         .env("APP_VERSION", "0.0.0-test")
+        // The dump's behaviour alone: a base backup would copy the whole shared test server (the e2e backup phase
+        // covers WAL streaming and point-in-time recovery, in the containers they run in).
+        .env("BACKUP_WAL", "off")
         .env("TMPDIR", root);
     for (k, v) in env {
         cmd.env(k, v);
@@ -493,4 +499,134 @@ async fn readyz_and_the_metrics_show_the_last_successful_backup() {
             .any(|l| l.starts_with("backup_last_success_timestamp_seconds ")),
         "{metrics}"
     );
+}
+
+/// The app's `/readyz` and then its `/metrics` text, read right after so the gauges are the ones this call set (the
+/// recorder is shared by every app of the test binary).
+async fn readyz_and_metrics(app: &TestApp) -> (u16, Value, String) {
+    let response = app.get("/readyz").await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("json");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.metrics_address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    (status, body, metrics)
+}
+
+#[tokio::test]
+async fn readyz_and_the_metrics_show_the_backup_services_report_without_failing_readiness() {
+    let config = TestConfig::new().await;
+    let url = config.vars["DATABASE_URL"].clone();
+    let app = spawn_app_with(config).await;
+    let pool = PgPool::connect(&url).await.expect("connect");
+
+    // No report yet (the backup service never ran, as in dev): unknown, not unhealthy.
+    let (status, body, _) = readyz_and_metrics(&app).await;
+    assert_eq!((status, &body["status"]), (200, &"ready".into()), "{body}");
+    let backup = &body["backup"];
+    for field in [
+        "ok",
+        "problem",
+        "wal_lag_seconds",
+        "max_lag_seconds",
+        "offsite",
+        "offsite_ok_unix",
+        "checked_unix",
+    ] {
+        assert_eq!(backup[field], Value::Null, "{field}: {body}");
+    }
+    assert!(backup.get("error").is_none(), "{body}");
+
+    // A healthy report.
+    sqlx::query(
+        "INSERT INTO backup_status (wal_lag_seconds, max_lag_seconds, offsite, offsite_ok_at) \
+         VALUES (0.2, 5, 'ok', now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert the report");
+    let (status, body, metrics) = readyz_and_metrics(&app).await;
+    assert_eq!((status, &body["status"]), (200, &"ready".into()), "{body}");
+    let backup = &body["backup"];
+    assert_eq!(backup["ok"], true, "{body}");
+    assert_eq!(backup["problem"], Value::Null, "{body}");
+    assert_eq!(backup["wal_lag_seconds"], 0.2, "{body}");
+    assert_eq!(backup["max_lag_seconds"], 5.0, "{body}");
+    assert_eq!(backup["offsite"], "ok", "{body}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    for field in ["offsite_ok_unix", "checked_unix"] {
+        let at = backup[field].as_f64().unwrap_or_else(|| panic!("{body}"));
+        assert!((now - at).abs() < 60.0, "{field} {at}, now {now}");
+    }
+    assert!(
+        metrics.lines().any(|l| l == "backup_healthy 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("backup_wal_lag_seconds ")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("backup_offsite_ok_timestamp_seconds ")),
+        "{metrics}"
+    );
+
+    // The service names a problem: shown, yet the app stays ready (a backup problem is not the app's outage).
+    let problem = "WAL streaming is 12 s behind (BACKUP_MAX_LAG 5 s)";
+    sqlx::query(
+        "UPDATE backup_status SET wal_lag_seconds = 12, problem = $1, offsite = 'failing', \
+         checked_at = now()",
+    )
+    .bind(problem)
+    .execute(&pool)
+    .await
+    .expect("update the report");
+    let (status, body, metrics) = readyz_and_metrics(&app).await;
+    assert_eq!((status, &body["status"]), (200, &"ready".into()), "{body}");
+    let backup = &body["backup"];
+    assert_eq!(backup["ok"], false, "{body}");
+    assert_eq!(backup["problem"], problem, "{body}");
+    assert_eq!(backup["offsite"], "failing", "{body}");
+    assert!(
+        metrics.lines().any(|l| l == "backup_healthy 0"),
+        "{metrics}"
+    );
+
+    // The service stopped reporting: whatever its last row said, that is a problem of its own.
+    sqlx::query(
+        "UPDATE backup_status SET problem = NULL, offsite = 'ok', \
+         checked_at = now() - interval '10 minutes'",
+    )
+    .execute(&pool)
+    .await
+    .expect("age the report");
+    let (status, body, metrics) = readyz_and_metrics(&app).await;
+    assert_eq!((status, &body["status"]), (200, &"ready".into()), "{body}");
+    let backup = &body["backup"];
+    assert_eq!(backup["ok"], false, "{body}");
+    let problem = backup["problem"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        problem.starts_with("the backup service has not reported for "),
+        "{body}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "backup_healthy 0"),
+        "{metrics}"
+    );
+    pool.close().await;
 }

@@ -19,7 +19,7 @@
 #   NGINX=path           the nginx binary of the httpd stand-in instead of the one .ci/nginx.sh builds
 #   E2E_REAL_IMAGES=1    run the flake's docker-sample/app and docker-sample/httpd images (loaded beforehand with
 #                        `nix run .#load` or `docker load`) instead of stand-ins of them
-#   E2E_PHASES="dev watch live backup cluster acme"  which phases to run (the default; add "soak" for
+#   E2E_PHASES="dev watch live backup pitr cluster acme"  which phases to run (the default; add "soak" for
 #                        bench/soak.sh's flips). `cluster` is compose/stack.yml on three Docker engines
 #                        this run starts in network namespaces (tests/e2e/cluster.py), with a registry (Debian's
 #                        docker-registry and skopeo) between them: it needs root, iproute2 and iptables.
@@ -49,7 +49,7 @@ finish() { # prints the closing line and exits
 }
 
 # The phases (E2E_PHASES, see above); harness.py and .ci/cargo-tools.sh read the same default from here.
-export E2E_PHASES=${E2E_PHASES:-dev watch live backup cluster acme}
+export E2E_PHASES=${E2E_PHASES:-dev watch live backup pitr cluster acme}
 
 # ---- prerequisites ------------------------------------------------------------------------------------------
 missing=()
@@ -103,6 +103,7 @@ export E2E_TAG=$STANDIN_TAG E2E_TAG_NEXT="${STANDIN_TAG}-next"
 export POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker-sample-test/postgres:15}
 export REDIS_IMAGE=${REDIS_IMAGE:-docker-sample-test/redis:7}
 export LEGO_IMAGE=${LEGO_IMAGE:-docker-sample-test/lego:4.9} PEBBLE_IMAGE=${PEBBLE_IMAGE:-docker-sample-test/pebble:2.4}
+export RCLONE_IMAGE=${RCLONE_IMAGE:-docker-sample-test/rclone:1.60}
 export E2E_DEV_PROJECT="dse2e${run_id}dev" E2E_LIVE_PROJECT="dse2e${run_id}live"
 export E2E_REPO=$repo
 work=$(mktemp -d "/tmp/e2e-${run_id}.XXXX")
@@ -162,7 +163,7 @@ cleanup() {
         left+=$(docker network ls -q --filter "label=com.docker.compose.project=$p")
         left+=$(docker volume ls -q --filter "label=com.docker.compose.project=$p")
     done
-    left+=$(ours; docker images -q "$POSTGRES_IMAGE" "$REDIS_IMAGE" "$LEGO_IMAGE" "$PEBBLE_IMAGE" 2>/dev/null)
+    left+=$(ours; docker images -q "$POSTGRES_IMAGE" "$REDIS_IMAGE" "$LEGO_IMAGE" "$PEBBLE_IMAGE" "$RCLONE_IMAGE" 2>/dev/null)
     if [ -z "$left" ]; then ok "cleanup: no container, network, volume or image of this run is left"; else ko "cleanup: left behind: $left"; fi
     if [ "$fail" -gt 0 ] && [ -n "$(ls -A "$E2E_LOG_DIR" 2>/dev/null)" ]; then
         keep="/tmp/e2e-logs-$run_id"

@@ -16,6 +16,7 @@
 #   REDIS_IMAGE     name:tag of the redis stand-in         (default docker-sample-test/redis:7)
 #   LEGO_IMAGE      name:tag of the lego stand-in          (default docker-sample-test/lego:4.9)
 #   PEBBLE_IMAGE    name:tag of the pebble stand-in        (default docker-sample-test/pebble:2.4)
+#   RCLONE_IMAGE    name:tag of the rclone stand-in        (default docker-sample-test/rclone:1.60)
 #   E2E_REAL_IMAGES=1  no stand-ins for app and httpd: tag the images the flake built and `docker load`ed
 #                   (docker-sample/app:<version>, docker-sample/httpd:<version>) as STANDIN_TAG instead
 #
@@ -31,13 +32,17 @@
 #                            POSTGRES_USER / POSTGRES_PASSWORD(_FILE) / POSTGRES_DB / POSTGRES_INITDB_ARGS /
 #                            POSTGRES_HOST_AUTH_METHOD, PGDATA=/var/lib/postgresql/data, initdb on first start,
 #                            listen_addresses='*' with password (scram-sha-256) auth, user postgres (uid 999),
-#                            `pg_isready`, `pg_dump`/`pg_restore` (the backup service), SIGTERM handled as a fast shutdown (the official STOPSIGNAL is SIGINT;
+#                            `pg_isready`, `pg_dump`/`pg_restore`/`pg_basebackup`/`pg_receivewal` and the tools of
+#                            backup/service.sh (the backup service), SIGTERM handled as a fast shutdown (the official STOPSIGNAL is SIGINT;
 #                            `docker import` cannot set STOPSIGNAL, so the entrypoint translates).
 #   REDIS_IMAGE              Debian's redis-server 7: arguments from the command line (`--requirepass`,
 #                            `--appendonly yes`, a leading `-` option implies redis-server), data in /data (WORKDIR),
 #                            user redis (uid 999), protected mode off like the official build, `redis-cli`, `sh`.
 #   LEGO_IMAGE               Debian's lego 4.9 laid out as the official goacme/lego image (/lego, /bin/sh, Alpine's
 #                            /var/tmp 1777) with the tools acme/acme.sh uses: the acme service (acme phase).
+#   RCLONE_IMAGE             Debian's rclone 1.60 laid out as the official rclone/rclone image (ENTRYPOINT rclone,
+#                            /bin/sh) with the tools backup/offsite.sh uses: the offsite service, and the SFTP
+#                            remote the backup phase copies to (`rclone serve sftp`).
 #   PEBBLE_IMAGE             Debian's pebble 2.4, the ACME test CA, with a certificate made at build time for its
 #                            own HTTPS (/etc/pebble/cert.pem) and http-01 validated on port 8080 (acme phase).
 set -euo pipefail
@@ -53,6 +58,7 @@ POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker-sample-test/postgres:15}
 REDIS_IMAGE=${REDIS_IMAGE:-docker-sample-test/redis:7}
 LEGO_IMAGE=${LEGO_IMAGE:-docker-sample-test/lego:4.9}
 PEBBLE_IMAGE=${PEBBLE_IMAGE:-docker-sample-test/pebble:2.4}
+RCLONE_IMAGE=${RCLONE_IMAGE:-docker-sample-test/rclone:1.60}
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_LIB=/usr/lib/postgresql/15/lib
 PG_SHARE=/usr/share/postgresql/15
@@ -222,7 +228,10 @@ build_postgres() {
     base_rootfs "$root"
     add_shell "$root"
     add_files "$root" "$PG_BIN/postgres" "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql" \
-        "$PG_BIN/pg_dump" "$PG_BIN/pg_restore"
+        "$PG_BIN/pg_dump" "$PG_BIN/pg_restore" "$PG_BIN/pg_basebackup" "$PG_BIN/pg_receivewal"
+    # The rest of what backup/service.sh, wal.sh and pitr.sh use, which the official (Debian) image has.
+    add_files "$root" /usr/bin/awk /usr/bin/cp /usr/bin/dirname /usr/bin/du /usr/bin/grep /usr/bin/gzip /usr/bin/head \
+        /usr/bin/sed /usr/bin/tar /usr/bin/touch
     for f in "$PG_LIB"/*.so; do
         case $f in */llvmjit*) continue ;; esac   # JIT would pull in LLVM (100+ MB); jit=off below
         add_files "$root" "$f"
@@ -364,6 +373,23 @@ build_lego() {
         "LABEL org.opencontainers.image.description=e2e-stand-in-not-for-production"
 }
 
+# rclone stand-in, laid out as the official rclone/rclone image (Alpine): rclone on the PATH as the entry point,
+# runs as root unless told otherwise, /bin/sh with the tools backup/offsite.sh uses, CA certificates, WORKDIR /data.
+build_rclone() {
+    local root=$1
+    base_rootfs "$root"
+    add_shell "$root"
+    add_files "$root" /usr/bin/grep /usr/bin/head /usr/bin/sed /usr/bin/find
+    add_binary "$root" /usr/bin/rclone /usr/local/bin/rclone
+    install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    mkdir -p "$root/data"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > "$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+    import_rootfs "$root" "$RCLONE_IMAGE" \
+        "USER root" "ENV PATH=/usr/local/bin:/usr/bin:/bin" 'ENTRYPOINT ["rclone"]' "WORKDIR /data" \
+        "LABEL org.opencontainers.image.description=e2e-stand-in-not-for-production"
+}
+
 # pebble, the ACME test CA (Debian's pebble 2.4), for the acme phase: its own HTTPS (the ACME API on 14000, the
 # management API on 15000: /roots/0, /intermediates/0) with a certificate made here for the name `pebble` (the
 # service's name on the test network; also localhost and 127.0.0.1), at /etc/pebble/cert.pem: the CA file lego
@@ -405,7 +431,7 @@ JSON
 cmd=${1:-build}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(postgres redis app httpd lego pebble)
+[ ${#targets[@]} -gt 0 ] || targets=(postgres redis app httpd lego pebble rclone)
 
 case $cmd in
 build)
@@ -423,15 +449,15 @@ remove)
     for t in "${targets[@]}"; do
         case $t in
             app) ref=$(app_ref) ;; httpd) ref=$(httpd_ref) ;; postgres) ref=$POSTGRES_IMAGE ;; redis) ref=$REDIS_IMAGE ;;
-            lego) ref=$LEGO_IMAGE ;; pebble) ref=$PEBBLE_IMAGE ;;
+            lego) ref=$LEGO_IMAGE ;; pebble) ref=$PEBBLE_IMAGE ;; rclone) ref=$RCLONE_IMAGE ;;
             *) echo "standins: unknown image $t" >&2; exit 2 ;;
         esac
         docker image rm -f "$ref" >/dev/null 2>&1 && echo "standins: removed $ref" || true
     done
     ;;
 refs)
-    echo "app=$(app_ref) httpd=$(httpd_ref) postgres=$POSTGRES_IMAGE redis=$REDIS_IMAGE lego=$LEGO_IMAGE pebble=$PEBBLE_IMAGE"
+    echo "app=$(app_ref) httpd=$(httpd_ref) postgres=$POSTGRES_IMAGE redis=$REDIS_IMAGE lego=$LEGO_IMAGE pebble=$PEBBLE_IMAGE rclone=$RCLONE_IMAGE"
     ;;
 *)
-    echo "usage: $0 build|remove|refs [postgres redis app httpd lego pebble]" >&2; exit 2 ;;
+    echo "usage: $0 build|remove|refs [postgres redis app httpd lego pebble rclone]" >&2; exit 2 ;;
 esac

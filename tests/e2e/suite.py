@@ -3,7 +3,7 @@
 
 Run through tests/e2e/run.sh, which builds the app and the stand-in images, sets the variables harness.py reads,
 and removes everything afterwards. Prints one PASS/FAIL line per check and ends with `N passed, M failed`.
-Each phase is a module of its own: phase_dev.py, phase_live.py (with faults.py and deploy.py), phase_backup.py,
+Each phase is a module of its own: phase_dev.py, phase_live.py (with faults.py and deploy.py), phase_backup.py, phase_pitr.py,
 phase_cluster.py (three engines: cluster.py), phase_watch.py,
 phase_acme.py, phase_soak.py (opt-in: E2E_PHASES="soak", bench/soak.sh); image_contract.py and
 stack_parity.py run first.
@@ -19,12 +19,13 @@ from phase_backup import phase_backup
 from phase_cluster import phase_cluster
 from phase_dev import phase_dev
 from phase_live import phase_live
+from phase_pitr import phase_pitr
 from phase_soak import phase_soak
 from phase_watch import phase_watch
 from stack_parity import check_stack_parity
 
 PHASE_RUNNERS = {"dev": phase_dev, "watch": phase_watch, "live": phase_live, "backup": phase_backup,
-                 "cluster": phase_cluster, "acme": phase_acme, "soak": phase_soak}
+                 "pitr": phase_pitr, "cluster": phase_cluster, "acme": phase_acme, "soak": phase_soak}
 
 
 def main():
