@@ -4,6 +4,7 @@
 #
 #   offsite.sh loop    copy every BACKUP_OFFSITE_EVERY seconds (default 10); the remote's retention once an hour
 #   offsite.sh once    one copy
+#   offsite.sh prune   the remote's retention now
 #   offsite.sh fetch   copy the remote's backups into the backup volume (restoring on a new host)
 #   offsite.sh check   healthcheck: the last copy succeeded
 #
@@ -64,10 +65,11 @@ once() {
 }
 
 retention() {
+    [ -n "$REMOTE" ] || die "BACKUP_REMOTE is not set (rclone remote:path, env/live.env)"
     days=$(number BACKUP_REMOTE_KEEP_DAYS 30)
     young=$(find "$ROOT/pitr" -path '*/base-*/done' -mtime -"$days" 2>/dev/null | head -n 1)
     [ -n "$young" ] || { info "no base backup younger than ${days} days here: the remote's old copies stay"; return 0; }
-    out=$(rclone_files delete "$REMOTE" --min-age "${days}d" 2>&1) || echo "offsite: ERROR: retention on $REMOTE failed: $out" >&2
+    out=$(rclone_files delete "$REMOTE" --min-age "${days}d" --rmdirs 2>&1) || echo "offsite: ERROR: retention on $REMOTE failed: $out" >&2
     return 0
 }
 
@@ -100,7 +102,8 @@ fetch() {
 case ${1:-} in
     loop) loop ;;
     once) once ;;
+    prune) retention ;;
     fetch) fetch ;;
     check) check ;;
-    *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

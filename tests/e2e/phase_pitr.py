@@ -1,8 +1,8 @@
 """Point-in-time recovery and off-host copies on the live stack (COMPOSE_PROFILES=offsite, an SFTP remote that the
 phase starts on the stack's offsite network): while a client writes a task every 100 ms, a restore to a moment
 between two base backups holds every write up to it and none after; after the database volume is destroyed,
-`restore --latest` brings back the writes up to the loss; a stopped remote turns the backup service unhealthy and
-shows in /readyz while the app keeps serving; and with both volumes gone (a new host), `fetch` plus `restore
+`restore --latest` brings back the writes up to the loss; a stalled WAL stream and a stopped remote turn the backup
+service unhealthy and show in /readyz while the app keeps serving; and with both volumes gone (a new host), `fetch` plus `restore
 --latest` recovers from the remote alone."""
 
 import datetime
@@ -157,7 +157,7 @@ def pitr_phase():
     try:
         to_a_moment(stack, env, writer)
         after_volume_loss(stack, env, writer)
-        stopped_remote(stack, port)
+        stalled_stream_and_stopped_remote(stack, port, writer)
         from_the_remote_alone(stack, env, writer, network)
     finally:
         path = stack.save_logs("pitr")
@@ -250,21 +250,34 @@ def after_volume_loss(stack, env, writer):
         f"`restore --latest` {took:.1f} s (target <= 120 s: {'PASS' if took <= 120 else 'MISS'})")
 
 
-def stopped_remote(stack, port):
+RECEIVER_PID = ('for d in /proc/[0-9]*; do case "$({ tr "\\0" " " < "$d/cmdline"; } 2>/dev/null)" in '
+                'pg_receivewal*) echo "${d#/proc/}" ;; esac; done')
+
+
+def stalled_stream_and_stopped_remote(stack, port, writer):
+    """The WAL receiver frozen (SIGSTOP) while the client writes, and the remote stopped: both show."""
+    pids = stack.exec("backup", "sh", "-c", RECEIVER_PID).stdout.split()
+    frozen = bool(pids) and stack.exec("backup", "sh", "-c", f"kill -STOP {pids[0]}").returncode == 0
     run(["docker", "stop", REMOTE], timeout=60)
-    unhealthy = wait_for(lambda: health(stack, "backup") == "unhealthy", 120)
-    readyz = request(port, "GET", "/readyz")
+    with writer:
+        unhealthy = wait_for(lambda: health(stack, "backup") == "unhealthy", 120)
+        readyz = request(port, "GET", "/readyz")
+        r = post_task(port, "wordcount", {"text": "while the stream stalls and the remote is down"})
     backup = (readyz.json() or {}).get("backup") or {}
-    r = post_task(port, "wordcount", {"text": "while the remote is down"})
-    check("pitr: a stopped remote turns the backup service unhealthy", unhealthy is not None,
-          f"after {unhealthy:.0f}s" if unhealthy is not None else f"health {health(stack, 'backup')}")
-    check("pitr: /readyz names the failed off-host copy and stays 200; the app keeps writing",
-          readyz.status == 200 and backup.get("ok") is False and "off-host" in (backup.get("problem") or "")
+    problem = backup.get("problem") or ""
+    check("pitr: a stalled WAL stream and a stopped remote turn the backup service unhealthy",
+          frozen and unhealthy is not None,
+          f"after {unhealthy:.0f}s" if unhealthy is not None else f"receiver {pids} health {health(stack, 'backup')}")
+    check("pitr: /readyz names both (WAL lag over BACKUP_MAX_LAG, the failed off-host copy) and stays 200; the app "
+          "keeps writing", readyz.status == 200 and backup.get("ok") is False and "WAL streaming is" in problem
+          and (backup.get("wal_lag_seconds") or 0) > 10 and "off-host" in problem
           and backup.get("offsite") == "failing" and r.status == 202,
           f"readyz {readyz.status} backup={backup} post {r.status}")
+    if pids:
+        stack.exec("backup", "sh", "-c", f"kill -CONT {pids[0]}")
     run(["docker", "start", REMOTE], timeout=60)
-    healthy = wait_for(lambda: health(stack, "backup") == "healthy", 120)
-    check("pitr: the remote back, the backup service is healthy again", healthy is not None,
+    healthy = wait_for(lambda: health(stack, "backup") == "healthy", 150)
+    check("pitr: the stream resumed and the remote back, the backup service is healthy again", healthy is not None,
           f"after {healthy:.0f}s" if healthy is not None else f"health {health(stack, 'backup')}")
 
 
