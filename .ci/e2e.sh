@@ -28,6 +28,7 @@ command -v dockerd >/dev/null || pkgs+=(docker.io)
 command -v python3 >/dev/null || pkgs+=(python3)
 command -v pebble >/dev/null || pkgs+=(pebble)      # the ACME test CA of the acme phase
 command -v lego >/dev/null || pkgs+=(lego)          # the acme service's stand-in
+command -v rclone >/dev/null || pkgs+=(rclone)      # the offsite service's stand-in and the SFTP remote of the pitr phase
 command -v docker-registry >/dev/null || pkgs+=(docker-registry)   # the cluster phase's registry (distribution 2.8)
 command -v skopeo >/dev/null || pkgs+=(skopeo)      # pushes the images to it, as `nix run .#push` does
 command -v ip >/dev/null || pkgs+=(iproute2)        # the cluster phase's namespaces, veths and bridge

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Fails when .sqlx/ (the offline query data committed for builds without a database) is stale: starts a throwaway
 # PostgreSQL on a free loopback port, applies the migrations, and runs `cargo sqlx prepare --workspace --check` against it.
+# `--check` does not see a query file that is there but empty (an interrupted prepare left four once): checked first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+empty=$(find .sqlx -name '*.json' -empty)
+[ -z "$empty" ] || { echo "sqlx-fresh: empty query files in .sqlx/ (cargo sqlx prepare --workspace rewrites them): $empty" >&2; exit 1; }
 
 bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || command -v initdb)")
 dir=$(mktemp -d /tmp/sqlx-fresh.XXXXXX)

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
@@ -110,14 +109,13 @@ impl Db {
         &self,
         query: impl for<'c> Fn(&'c mut PgConnection) -> ReadFuture<'c, T>,
     ) -> Result<T, sqlx::Error> {
-        let timeout: Duration = self.pool.options().get_acquire_timeout();
         let mut taken = self.readers.take().await?;
         let mut again = true;
         loop {
             let tried = self.logins.in_use.load(Ordering::Acquire);
             // The pool's options: the login in use, switched with the pool's.
             let options = self.pool.connect_options();
-            let conn = match taken.connection(&options, timeout).await {
+            let conn = match taken.connection(&options).await {
                 Err(err) if is_invalid_password(&err) && self.logins.options.len() > 1 && again => {
                     self.logins.switch_from(tried, &self.pool);
                     again = false;

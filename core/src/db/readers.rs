@@ -33,6 +33,8 @@ pub(super) struct Taken<'a> {
     // Dropped before the permit: whoever gets the permit next finds this slot unlocked.
     slot: MutexGuard<'a, Option<PgConnection>>,
     _permit: SemaphorePermit<'a>,
+    /// The readers' connect timeout (the pool's acquire timeout), for a slot that has to connect.
+    timeout: Duration,
     finished: bool,
 }
 
@@ -64,6 +66,7 @@ impl Readers {
         Ok(Taken {
             slot,
             _permit: permit,
+            timeout: self.timeout,
             finished: false,
         })
     }
@@ -83,10 +86,9 @@ impl Taken<'_> {
     pub(super) async fn connection(
         &mut self,
         options: &PgConnectOptions,
-        timeout: Duration,
     ) -> Result<&mut PgConnection, sqlx::Error> {
         if self.slot.is_none() {
-            let conn = tokio::time::timeout(timeout, options.connect())
+            let conn = tokio::time::timeout(self.timeout, options.connect())
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)??;
             *self.slot = Some(conn);
