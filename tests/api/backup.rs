@@ -388,6 +388,113 @@ fn retention_with_a_fixed_now_keeps_exactly_what_the_rule_keeps() {
     assert_eq!(left, expected);
 }
 
+/// Base backups keep each day's and week's *first* (the WAL after it covers the rest of the day) and the newest;
+/// WAL before an archive's oldest kept base backup goes, the rest stays; an archive left without a base backup goes.
+#[test]
+fn base_backup_retention_keeps_each_days_first_and_the_wal_from_the_oldest_kept_one() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pitr = root.path().join("pitr");
+    let base = |archive: &str, name: &str, start_wal: &str| {
+        let dir = pitr.join(archive).join(name);
+        std::fs::create_dir_all(&dir).expect("base dir");
+        std::fs::write(dir.join("done"), b"0").expect("done");
+        std::fs::write(dir.join("start_wal"), start_wal).expect("start_wal");
+    };
+    for (archive, name, start_wal) in [
+        (
+            "1111",
+            "base-20261010T100000Z-v",
+            "000000010000000000000002",
+        ),
+        (
+            "1111",
+            "base-20261201T100000Z-v",
+            "000000010000000000000010",
+        ),
+        (
+            "1111",
+            "base-20261201T200000Z-v",
+            "000000010000000000000018",
+        ),
+        (
+            "1111",
+            "base-20261203T100000Z-v",
+            "000000010000000000000030",
+        ),
+        (
+            "2222",
+            "base-20261001T000000Z-v",
+            "000000010000000000000002",
+        ),
+    ] {
+        base(archive, name, start_wal);
+    }
+    let wal = |archive: &str, files: &[&str]| {
+        let dir = pitr.join(archive).join("wal");
+        std::fs::create_dir_all(&dir).expect("wal dir");
+        for f in files {
+            std::fs::write(dir.join(f), b"x").expect("segment");
+        }
+    };
+    wal(
+        "1111",
+        &[
+            "000000010000000000000005.gz",
+            "00000001000000000000000F.gz",
+            "000000010000000000000010.gz",
+            "000000010000000000000020.gz",
+            "000000010000000000000031.partial",
+            "00000002.history",
+        ],
+    );
+    wal("2222", &["000000010000000000000003.gz"]);
+    wal("3333", &[]);
+    let now = script(
+        "postgres://u@127.0.0.1/x",
+        root.path(),
+        &["epoch", "backup-20261203T180000Z-x.dump"],
+        &[],
+    );
+    let now = stdout(&now).trim().to_string();
+    // No PostgreSQL at that address: no archive is the running one.
+    let out = script(
+        "postgres://u@127.0.0.1:9/x",
+        root.path(),
+        &["prune"],
+        &[
+            ("BACKUP_NOW", &now),
+            ("BACKUP_KEEP", "7d4w"),
+            ("BACKUP_WAL", "on"),
+        ],
+    );
+    assert!(out.status.success(), "prune failed: {}", stderr(&out));
+    let list = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    assert_eq!(list(&pitr), ["1111"], "{}", stdout(&out));
+    assert_eq!(
+        list(&pitr.join("1111")),
+        ["base-20261201T100000Z-v", "base-20261203T100000Z-v", "wal"]
+    );
+    assert_eq!(
+        list(&pitr.join("1111").join("wal")),
+        [
+            "000000010000000000000010.gz",
+            "000000010000000000000020.gz",
+            "000000010000000000000031.partial",
+            "00000002.history",
+        ]
+    );
+}
+
 #[test]
 fn file_name_times_match_gnu_date_and_the_healthcheck_follows_the_schedule() {
     let root = tempfile::tempdir().expect("temp dir");
