@@ -102,7 +102,7 @@ def backup_phase():
     check("backup: `scripts/backup.sh now` writes a checked backup", p.returncode == 0 and "wrote backup-" in p.stdout,
           (p.stdout + p.stderr).strip()[-500:])
     p, _ = backup_cmd(env, "list")
-    names = [ln.split()[0] for ln in p.stdout.splitlines()[1:] if ln.strip()]
+    names = [ln.split()[0] for ln in p.stdout.splitlines() if ln.startswith("backup-")]
     check("backup: `list` shows it with age and size", p.returncode == 0 and len(names) >= 1, p.stdout.strip()[-500:])
     r = request(port, "GET", "/readyz")
     last = ((r.json() or {}).get("backup") or {}).get("last_success_unix")
