@@ -123,7 +123,8 @@ stop_receiver() {
 # The stream supervisor, run beside the schedule by `loop`: keeps one pg_receivewal streaming into the running
 # cluster's archive over the replication slot, measures the lag once a second, gzips complete segments, switches
 # WAL every BACKUP_WAL_SWITCH seconds (so the off-host copy, which takes complete segments only, is at most that far
-# behind), and records its state in PostgreSQL (backup_status) when it changes and once a minute.
+# behind), and records its state in PostgreSQL (backup_status) when it changes, every 5 s while something is wrong,
+# and once a minute otherwise.
 #
 # Lag: the moment the receiver last had everything the server had written one sample earlier. A receiver that
 # stalls (or a supervisor that dies) stops that moment from advancing, so the lag grows with it.
@@ -182,9 +183,11 @@ SQL
         echo "$caught_at" > "$STATE.tmp" && mv "$STATE.tmp" "$STATE.caught"
         [ "$lag" -le "$limit" ] || wal_problem="${wal_problem:-WAL streaming is ${lag}s behind (BACKUP_MAX_LAG ${limit}s)}"
         problem=$(problems "$wal_problem")
-        # Reported when what is wrong changes (not each second a lag grows: digits do not count) or a minute passed.
+        # Reported when what is wrong changes (not each second a lag grows: digits do not count), and then every
+        # 5 s while something is wrong (a growing lag shows), else every minute.
         key=$(echo "$problem|$(offsite_state)" | tr -d 0-9)
-        if [ "$key" != "$reported" ] || [ $((t - reported_at)) -ge 60 ]; then
+        every_s=60; [ -z "$problem" ] || every_s=5
+        if [ "$key" != "$reported" ] || [ $((t - reported_at)) -ge "$every_s" ]; then
             report "$lag" "$limit" "$problem" && { reported=$key; reported_at=$t; }
         fi
         sleep 1 & wait $! || true
