@@ -146,7 +146,7 @@ keep_walk() { # newest|oldest NAME...
     t=$(now); today=$((t / 86400)); this_week=$(((today + 3) / 7))   # 1970-01-01 was a Thursday: weeks start Monday
     seen_days=" "; seen_weeks=" "; order=$1; shift
     newest_name=""
-    for name in $(printf '%s\n' "$@" | sort); do [ -z "$(name_epoch "$name")" ] || newest_name=$name; done
+    for name in $(printf '%s\n' "$@" | sort -r); do [ -z "$(name_epoch "$name")" ] || { newest_name=$name; break; }; done
     if [ "$order" = newest ]; then names=$(printf '%s\n' "$@" | sort -r); else names=$(printf '%s\n' "$@" | sort); fi
     for name in $names; do
         e=$(name_epoch "$name"); [ -n "$e" ] || continue

@@ -332,6 +332,15 @@ async fn damaged_or_foreign_files_are_refused_and_nothing_changes() {
 }
 
 /// Every 12 hours from 1 October to 3 December 2026, 12:00 UTC; now is Thursday 3 December, 18:00.
+/// `service.sh prune` with BACKUP_KEEP=7d4w as if it were 3 December 2026, 18:00 UTC.
+fn prune_on_3_december(url: &str, root: &Path, env: &[(&str, &str)]) -> Output {
+    let now = script(url, root, &["epoch", "backup-20261203T180000Z-x.dump"], &[]);
+    let now = stdout(&now).trim().to_string();
+    let mut env = env.to_vec();
+    env.extend([("BACKUP_NOW", now.as_str()), ("BACKUP_KEEP", "7d4w")]);
+    script(url, root, &["prune"], &env)
+}
+
 #[test]
 fn retention_with_a_fixed_now_keeps_exactly_what_the_rule_keeps() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -349,19 +358,7 @@ fn retention_with_a_fixed_now_keeps_exactly_what_the_rule_keeps() {
     for name in all.iter().chain(["notes.txt".to_string()].iter()) {
         std::fs::write(root.path().join(name), b"x").expect("write file");
     }
-    let now = script(
-        "postgres://u@127.0.0.1/x",
-        root.path(),
-        &["epoch", "backup-20261203T180000Z-x.dump"],
-        &[],
-    );
-    let now = stdout(&now).trim().to_string();
-    let out = script(
-        "postgres://u@127.0.0.1/x",
-        root.path(),
-        &["prune"],
-        &[("BACKUP_NOW", &now), ("BACKUP_KEEP", "7d4w")],
-    );
+    let out = prune_on_3_december("postgres://u@127.0.0.1/x", root.path(), &[]);
     assert!(out.status.success(), "prune failed: {}", stderr(&out));
     let mut left: Vec<String> = std::fs::read_dir(root.path())
         .expect("dir")
@@ -449,23 +446,11 @@ fn base_backup_retention_keeps_each_days_first_and_the_wal_from_the_oldest_kept_
     );
     wal("2222", &["000000010000000000000003.gz"]);
     wal("3333", &[]);
-    let now = script(
-        "postgres://u@127.0.0.1/x",
-        root.path(),
-        &["epoch", "backup-20261203T180000Z-x.dump"],
-        &[],
-    );
-    let now = stdout(&now).trim().to_string();
     // No PostgreSQL at that address: no archive is the running one.
-    let out = script(
+    let out = prune_on_3_december(
         "postgres://u@127.0.0.1:9/x",
         root.path(),
-        &["prune"],
-        &[
-            ("BACKUP_NOW", &now),
-            ("BACKUP_KEEP", "7d4w"),
-            ("BACKUP_WAL", "on"),
-        ],
+        &[("BACKUP_WAL", "on")],
     );
     assert!(out.status.success(), "prune failed: {}", stderr(&out));
     let list = |dir: &Path| {
@@ -585,21 +570,12 @@ async fn readyz_and_the_metrics_show_the_last_successful_backup() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
-    let body: Value = app.get("/readyz").await.json().await.expect("json");
+    let (_, body, metrics) = readyz_and_metrics(&app).await;
     let at = body["backup"]["last_success_unix"]
         .as_f64()
         .unwrap_or_else(|| panic!("{body}"));
     assert!((now - at).abs() < 60.0, "last success {at}, now {now}");
     assert_eq!(body["status"], "ready");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.metrics_address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
     assert!(
         metrics
             .lines()

@@ -124,6 +124,21 @@ def prefix_loss(acked, present):
     return missing, all(i >= len(acked) - len(missing) for i in missing)
 
 
+def restore_latest(env, stack, acked, what):
+    """`scripts/backup.sh restore --latest`, then the acknowledged writes the database lacks: (missing, seconds), or
+    None when the restore failed."""
+    p, took = backup_cmd(env, "restore", "--latest")
+    ok = check(f"pitr: `scripts/backup.sh restore --latest` {what}", p.returncode == 0 and "is live" in p.stdout,
+               (p.stdout + p.stderr).strip()[-800:])
+    wait_serving(port=LIVE_PORT)
+    if not ok:
+        return None
+    missing, at_end = prefix_loss(acked, set(tasks_in_db(stack)))
+    check(f"pitr: the {len(acked)} acknowledged writes are back but for the newest, none missing in between",
+          at_end and len(missing) < len(acked), f"missing {len(missing)} of {len(acked)}")
+    return missing, took
+
+
 def phase_pitr():
     with recorded_deployment():
         try:
@@ -235,15 +250,10 @@ def after_volume_loss(stack, env, writer):
                p.stderr.strip()[-600:]) and ok
     if not ok:
         return
-    p, took = backup_cmd(env, "restore", "--latest")
-    ok = check("pitr: `scripts/backup.sh restore --latest` swaps the lost database's last state in",
-               p.returncode == 0 and "is live" in p.stdout, (p.stdout + p.stderr).strip()[-800:])
-    wait_serving(port=LIVE_PORT)
-    if not ok:
+    back = restore_latest(env, stack, acked, "swaps the lost database's last state in")
+    if back is None:
         return
-    missing, at_end = prefix_loss(acked, set(tasks_in_db(stack)))
-    check(f"pitr: the {len(acked)} acknowledged writes are back but for the newest few, none missing in between",
-          at_end and len(missing) < len(acked), f"missing {len(missing)}")
+    missing, took = back
     lost_s = len(missing) * WRITE_EVERY
     log(f"FIGURE pitr after the database volume was lost: {len(missing)} of {len(acked)} acknowledged writes lost "
         f"({lost_s:.1f} s of writes at one per 100 ms; target <= 1 s: {'PASS' if lost_s <= 1.0 else 'MISS'}), "
@@ -302,20 +312,15 @@ def from_the_remote_alone(stack, env, writer, network):
                (p.stderr + c.stderr + up.stderr).strip()[-600:]) and ok
     if not ok:
         return
-    t = time.monotonic()
-    p, _ = backup_cmd(env, "fetch")
-    ok = check("pitr: `scripts/backup.sh fetch` copies the remote's backups into the new backup volume",
-               p.returncode == 0, (p.stdout + p.stderr).strip()[-600:])
-    p, _ = backup_cmd(env, "restore", "--latest") if ok else (p, 0)
-    took = time.monotonic() - t
-    ok = check("pitr: `scripts/backup.sh restore --latest` recovers from the remote's copy alone",
-               ok and p.returncode == 0 and "is live" in p.stdout, (p.stdout + p.stderr).strip()[-800:])
-    wait_serving(port=LIVE_PORT)
-    if not ok:
+    p, fetch_s = backup_cmd(env, "fetch")
+    if not check("pitr: `scripts/backup.sh fetch` copies the remote's backups into the new backup volume",
+                 p.returncode == 0, (p.stdout + p.stderr).strip()[-600:]):
         return
-    missing, at_end = prefix_loss(acked, set(tasks_in_db(stack)))
-    check(f"pitr: the remote's copy holds the acknowledged writes but for the newest, none missing in between",
-          at_end and len(missing) < len(acked), f"missing {len(missing)} of {len(acked)}")
+    back = restore_latest(env, stack, acked, "recovers from the remote's copy alone")
+    if back is None:
+        return
+    missing, took = back
+    took += fetch_s
     log(f"FIGURE pitr from the remote alone (both volumes lost): {len(missing)} of {len(acked)} acknowledged writes "
         f"lost ({len(missing) * WRITE_EVERY:.1f} s of writes; BACKUP_WAL_SWITCH {WAL_SWITCH} s + "
         f"BACKUP_OFFSITE_EVERY {OFFSITE_EVERY} s + the gzip and the copy expected), `fetch` + `restore --latest` "
