@@ -117,9 +117,7 @@ def main():
             "commit": git_commit(), "host": platform.node(), "kernel": platform.release(),
             "cpus": os.cpu_count(), "loadavg_start": loadavg(), "compilers_at_start": busy_compilers(),
             "connections": args.connections, "wrk_threads": args.threads, "duration_s": args.duration,
-            "warmup_s": args.warmup, "db_pool_size": args.db_pool_size,
-            # The app's default (README "Configuration") unless an experiment sets it.
-            "db_readers": int(dict(kv.split("=", 1) for kv in args.app_env).get("DB_READERS", 4))}
+            "warmup_s": args.warmup, "db_pool_size": args.db_pool_size}
     log(f"load average at start {meta['loadavg_start']} ({meta['compilers_at_start']} compiler processes running)")
 
     args.binary = ensure_binary(args)
@@ -157,8 +155,19 @@ def main():
     return 0
 
 
+def effective_setting(binary, env, name):
+    """A setting as the app reads it from `env` (`app check`'s `name value` line): its default is stated once, in
+    the app."""
+    out = subprocess.run([binary, "check"], env=env, capture_output=True, text=True, timeout=30).stdout
+    values = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("  ") and line.strip())
+    if name not in values:
+        raise HarnessError(f"`{binary} check` does not print {name}: {out.strip()[-300:]}")
+    return values[name].strip()
+
+
 def benchmark(args, tmp, services, meta):
     stack = Stack(args, tmp, services)
+    meta["db_readers"] = int(effective_setting(args.binary, stack.app_env(), "db_readers"))
     log(f"temporary directory {tmp}; starting PostgreSQL and Redis")
     stack.start_postgres()
     stack.start_redis()
